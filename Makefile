@@ -1,0 +1,36 @@
+# The two commands: `make run` and `make test`. Both set everything up on a fresh machine.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test index lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+index/manifest.json: | $(STAMP)
+	.venv/bin/rag index corpus --index-dir index
+
+index: $(STAMP)
+	.venv/bin/rag index corpus --index-dir index
+
+run: $(STAMP) index/manifest.json
+	.venv/bin/rag serve --index-dir index
+
+test: $(STAMP)
+	.venv/bin/ruff check rag tests benchmarks app.py
+	.venv/bin/python -m pytest -q
+	.venv/bin/rag eval --qa eval/qa.jsonl --corpus corpus --index-dir .cache/eval-index --report .cache/eval-report \
+	  --min hit@5=0.9 --min answer_recall=0.8 --min citation_precision=0.9 \
+	  --min unanswerable_abstained=0.8 --max answerable_wrongly_abstained=0.1
+
+lint: $(STAMP)
+	.venv/bin/ruff check rag tests benchmarks app.py
+
+clean:
+	rm -rf .venv .cache

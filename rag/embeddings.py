@@ -1,0 +1,110 @@
+"""The offline embedder: a sentence-transformers folder (all-MiniLM-L6-v2 by default), loaded lazily, once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class EmbeddingError(Exception):
+    """The embedding model cannot be used; the message says what to do."""
+
+
+class Embedder:
+    """Batched, L2-normalised float32 embeddings from a local sentence-transformers folder."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 32):
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        if not (self.model_dir / "config.json").is_file():
+            raise EmbeddingError(f"no sentence-transformers model in {self.model_dir}; "
+                                 "set RAG_MODEL_PATH to a model folder")
+        self._model = None
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    from sentence_transformers import SentenceTransformer
+
+                    self._model = SentenceTransformer(str(self.model_dir), device="cpu", local_files_only=True)
+        return self._model
+
+    @property
+    def name(self) -> str:
+        """A readable model name, e.g. all-MiniLM-L6-v2."""
+        readme = self.model_dir / "README.md"
+        if readme.is_file():
+            for line in readme.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+        return self.model_dir.name
+
+    @property
+    def dimension(self) -> int:
+        cfg = json.loads((self.model_dir / "config.json").read_text())
+        return int(cfg.get("hidden_size") or self.model.get_sentence_embedding_dimension())
+
+    @property
+    def max_wordpieces(self) -> int:
+        cfg_path = self.model_dir / "sentence_bert_config.json"
+        if cfg_path.is_file():
+            return int(json.loads(cfg_path.read_text()).get("max_seq_length", 256))
+        return int(self.model.max_seq_length)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the model's config and weights, recorded in the index manifest."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for path in sorted(self.model_dir.rglob("*")):
+                if path.is_file() and path.suffix in (".json", ".txt", ".safetensors", ".bin"):
+                    h.update(path.relative_to(self.model_dir).as_posix().encode())
+                    stat = path.stat()
+                    h.update(str(stat.st_size).encode())
+                    with path.open("rb") as f:  # head and tail: cheap, yet changes with the weights
+                        h.update(f.read(1 << 20))
+                        if stat.st_size > 1 << 21:
+                            f.seek(-(1 << 20), os.SEEK_END)
+                            h.update(f.read())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Embeddings of `texts` as a float32 [n, dim] array with unit-length rows."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+_cache: dict[tuple[str, int], Embedder] = {}
+_cache_lock = threading.Lock()
+
+
+def get_embedder(model_dir: str | Path, batch_size: int = 32) -> Embedder:
+    """One shared Embedder per model folder, so the model is loaded once per process."""
+    key = (str(Path(model_dir).resolve()), batch_size)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = Embedder(model_dir, batch_size)
+        return _cache[key]

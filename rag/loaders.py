@@ -1,0 +1,237 @@
+"""Turn files into Documents: txt, md (YAML front matter), html, pdf, docx.
+
+A file that cannot be read raises LoaderError with a one-line reason; `load_folder` collects those
+reasons in a report instead of stopping, so one bad file never blocks the rest of a corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
+
+
+class LoaderError(Exception):
+    """A file could not be turned into a Document; the message is one line saying why."""
+
+
+@dataclass
+class Document:
+    """The text of one file, with where it came from."""
+
+    text: str
+    source: str  # path relative to the indexed folder, with forward slashes
+    title: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        payload = self.text + "\x00" + repr(sorted(self.metadata.items())) + "\x00" + self.title
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class LoadReport:
+    """What happened to each file of a folder."""
+
+    documents: list[Document] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
+    unsupported: list[str] = field(default_factory=list)
+
+
+def _decode(data: bytes) -> str:
+    if not data.strip():
+        raise LoaderError("empty file")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    if b"\x00" in data[:8192]:
+        raise LoaderError("binary content (NUL bytes) in a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LoaderError(f"not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                          "re-save it as UTF-8") from None
+
+
+def _require_text(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise LoaderError("no text found in the file")
+    return text
+
+
+def _first_line_title(text: str, fallback: str) -> str:
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line if len(line) <= 100 else fallback
+    return fallback
+
+
+def _load_txt(data: bytes, stem: str) -> tuple[str, str, dict]:
+    text = _require_text(_decode(data))
+    return text, _first_line_title(text, stem), {}
+
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*\n", re.S)
+
+
+def _load_md(data: bytes, stem: str) -> tuple[str, str, dict]:
+    text = _decode(data).replace("\r\n", "\n")
+    meta: dict = {}
+    m = _FRONT_MATTER.match(text)
+    if m:
+        try:
+            loaded = yaml.safe_load(m.group(1))
+        except yaml.YAMLError as e:
+            raise LoaderError(f"invalid YAML front matter: {str(e).splitlines()[0]}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise LoaderError("front matter is not a YAML mapping")
+        meta = {str(k): v if isinstance(v, (str, int, float, bool)) else str(v)
+                for k, v in (loaded or {}).items()}
+        text = text[m.end():]
+    text = _require_text(text)
+    title = str(meta.pop("title", "") or _first_line_title(text, stem))
+    return text, title, meta
+
+
+def _load_html(data: bytes, stem: str) -> tuple[str, str, dict]:
+    import trafilatura
+
+    html = _decode(data)
+    text = trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True)
+    if not text or not text.strip():
+        raise LoaderError("no main text found in the HTML page")
+    meta_obj = trafilatura.extract_metadata(html)
+    meta = {}
+    title = stem
+    if meta_obj is not None:
+        title = meta_obj.title or stem
+        for key in ("author", "date", "sitename", "url"):
+            value = getattr(meta_obj, key, None)
+            if value:
+                meta[key] = str(value)
+    return _require_text(text), title, meta
+
+
+def _load_pdf(data: bytes, stem: str) -> tuple[str, str, dict]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise LoaderError("encrypted PDF; decrypt it first")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        info = reader.metadata
+    except LoaderError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
+        raise LoaderError(f"corrupt or unreadable PDF ({type(e).__name__}: {str(e)[:80]})") from None
+    text = ""
+    page_starts = []
+    for page_text in pages:
+        if text:
+            text += "\n\n"
+        page_starts.append(len(text))
+        text += page_text
+    if not text.strip():
+        raise LoaderError("PDF has no extractable text (scanned images need OCR first)")
+    title = (info.title if info and info.title else "") or stem
+    return _require_text(text), title, {"pages": len(pages), "page_starts": page_starts}
+
+
+def _load_docx(data: bytes, stem: str) -> tuple[str, str, dict]:
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as e:  # python-docx raises a variety of zip/xml errors
+        raise LoaderError(f"corrupt or unreadable DOCX ({type(e).__name__})") from None
+    blocks = [p.text for p in document.paragraphs if p.text.strip()]
+    for table in document.tables:
+        for row in table.rows:
+            cells = [c.text.strip() for c in row.cells]
+            if any(cells):
+                blocks.append(" | ".join(cells))
+    title = document.core_properties.title or stem
+    meta = {"author": document.core_properties.author} if document.core_properties.author else {}
+    return _require_text("\n\n".join(blocks)), title, meta
+
+
+_LOADERS = {
+    ".txt": _load_txt, ".md": _load_md, ".markdown": _load_md, ".html": _load_html, ".htm": _load_html,
+    ".pdf": _load_pdf, ".docx": _load_docx,
+}
+
+
+def load_file(path: str | Path, source: str | None = None) -> Document:
+    """Load one supported file; raises LoaderError with a one-line reason when it cannot."""
+    path = Path(path)
+    loader = _LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise LoaderError(f"unsupported file type '{path.suffix or path.name}'")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LoaderError(f"cannot read file: {e.strerror}") from None
+    if not data.strip():
+        raise LoaderError("empty file")
+    text, title, meta = loader(data, path.stem)
+    meta = {"file_name": path.name, **meta}
+    return Document(text=text, source=source or path.name, title=title.strip() or path.stem, metadata=meta)
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Files under root, recursively, in a stable order, skipping hidden files and folders."""
+    if root.is_file():
+        yield root
+        return
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file():
+            yield path
+
+
+def source_name(path: Path, root: Path, prefix: str = "") -> str:
+    rel = path.name if root.is_file() else path.relative_to(root).as_posix()
+    return f"{prefix}{rel}"
+
+
+def load_paths(roots: Iterable[str | Path], progress: bool = False) -> LoadReport:
+    """Load every file under the given folders/files into a report of documents and skipped files.
+
+    With one root, a document's `source` is its path relative to that root; with several, it is
+    prefixed by the root's own name so sources stay unique.
+    """
+    roots = [Path(r) for r in roots]
+    report = LoadReport()
+    todo: list[tuple[Path, str]] = []
+    for root in roots:
+        if not root.exists():
+            raise LoaderError(f"no such file or folder: {root}")
+        prefix = f"{root.name}/" if len(roots) > 1 and root.is_dir() else ""
+        todo.extend((p, source_name(p, root, prefix)) for p in iter_files(root))
+    iterator = todo
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(todo, desc="Loading", unit="file", leave=False)
+    for path, source in iterator:
+        if path.suffix.lower() not in _LOADERS:
+            report.unsupported.append(source)
+            continue
+        try:
+            report.documents.append(load_file(path, source))
+        except LoaderError as e:
+            report.skipped[source] = str(e)
+    return report

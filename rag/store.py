@@ -1,0 +1,357 @@
+"""The on-disk index: FAISS vectors + a SQLite chunk table + BM25 + manifest.json.
+
+Layout of an index folder:
+
+    manifest.json        the commit record: format, model, chunking, documents, counts, and which
+                         generation folder holds the data (with sizes and hashes of its files)
+    gen-000007/          vectors.faiss, chunks.sqlite, bm25/
+    .lock                held while a build writes
+
+A save writes a new generation folder, fsyncs it, then atomically replaces manifest.json. A build
+killed at any moment therefore leaves the previous manifest pointing at the previous, untouched
+generation. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .lexical import LexicalIndex
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class IndexStoreError(Exception):
+    """The index cannot be used as it is; the message says what to do."""
+
+
+REBUILD_HINT = "rebuild it with `rag index --rebuild`"
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One stored chunk, with its document's source and title."""
+
+    row: int
+    id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    start: int
+    end: int
+    n_tokens: int
+    position: int
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class VectorStore(Protocol):
+    """What a vector backend must do (FAISS here; a scale-out backend can stand beside it)."""
+
+    def add(self, vectors: np.ndarray) -> None: ...
+    def remove(self, rows: np.ndarray) -> None: ...
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None): ...
+    def save(self, path: Path) -> None: ...
+
+
+class FaissVectorStore:
+    """Exact inner-product search over unit vectors (cosine), rows numbered 0..n-1."""
+
+    def __init__(self, dimension: int, index=None):
+        import faiss
+
+        self.dimension = dimension
+        self.index = index if index is not None else faiss.IndexFlatIP(dimension)
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray) -> None:
+        if len(vectors):
+            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def vectors(self) -> np.ndarray:
+        if self.size == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self.index.reconstruct_n(0, self.size)
+
+    def remove(self, rows: np.ndarray) -> None:
+        keep = np.ones(self.size, dtype=bool)
+        keep[np.asarray(rows, dtype=np.int64)] = False
+        kept = self.vectors()[keep]
+        self.index.reset()
+        self.add(kept)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        """(scores, rows) arrays of shape [n_queries, k]; rows are -1 where fewer hits exist."""
+        import faiss
+
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(k, self.size))
+        if self.size == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if allowed is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            return self.index.search(queries, k, params=params)
+        return self.index.search(queries, k)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, dimension: int) -> FaissVectorStore:
+        import faiss
+
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:
+            raise IndexStoreError(f"the vector file {path.name} is unreadable ({str(e).splitlines()[0][:80]}); "
+                                  f"{REBUILD_HINT}") from None
+        if index.d != dimension:
+            raise IndexStoreError(f"the vectors have dimension {index.d}, the manifest says {dimension}; "
+                                  f"{REBUILD_HINT}")
+        return cls(dimension, index)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def write_lock(index_dir: Path) -> Iterator[None]:
+    """One writer at a time per index folder (readers never need the lock)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with (index_dir / ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class DocumentRecord:
+    doc_id: str
+    source: str
+    title: str
+    hash: str
+    metadata: dict
+    text: str
+
+
+class IndexStore:
+    """An opened index: chunk records in memory, vectors in FAISS, BM25, and the manifest."""
+
+    def __init__(self, index_dir: Path, manifest: dict, chunks: list[ChunkRecord],
+                 vectors: FaissVectorStore, lexical: LexicalIndex):
+        self.index_dir = Path(index_dir)
+        self.manifest = manifest
+        self.chunks = chunks
+        self.vectors = vectors
+        self.lexical = lexical
+        self._by_id = {c.id: c for c in chunks}
+
+    # ---- reading -------------------------------------------------------------------------
+    @staticmethod
+    def exists(index_dir: str | Path) -> bool:
+        return (Path(index_dir) / MANIFEST).is_file()
+
+    @staticmethod
+    def read_manifest(index_dir: str | Path) -> dict:
+        path = Path(index_dir) / MANIFEST
+        if not path.is_file():
+            raise IndexStoreError(f"no index in {index_dir}; build one with `rag index [FOLDER] "
+                                  f"--index-dir {index_dir}`")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise IndexStoreError(f"{path} is corrupt; {REBUILD_HINT}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+            raise IndexStoreError(f"the index in {index_dir} has format {manifest.get('format')!r} "
+                                  f"(this version reads {FORMAT_VERSION}); {REBUILD_HINT}")
+        return manifest
+
+    @classmethod
+    def open(cls, index_dir: str | Path, model: dict | None = None) -> IndexStore:
+        """Open and verify an index; `model` (name, dimension, fingerprint) must match if given."""
+        index_dir = Path(index_dir)
+        manifest = cls.read_manifest(index_dir)
+        if model is not None:
+            check_model(manifest, model)
+        data = index_dir / manifest["data"]
+        for name, info in manifest["files"].items():
+            path = data / name
+            if not path.is_file() or path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
+                raise IndexStoreError(f"index file {manifest['data']}/{name} is missing, truncated or "
+                                      f"changed; {REBUILD_HINT}")
+        try:
+            chunks = _read_chunks(data / "chunks.sqlite")
+        except sqlite3.DatabaseError as e:
+            raise IndexStoreError(f"the chunk table is unreadable ({e}); {REBUILD_HINT}") from None
+        vectors = FaissVectorStore.load(data / "vectors.faiss", manifest["model"]["dimension"])
+        if not (vectors.size == len(chunks) == manifest["counts"]["chunks"]):
+            raise IndexStoreError(f"the index holds {vectors.size} vectors for {len(chunks)} chunks; "
+                                  f"{REBUILD_HINT}")
+        lexical = LexicalIndex.load(data / "bm25", len(chunks))
+        return cls(index_dir, manifest, chunks, vectors, lexical)
+
+    def chunk(self, chunk_id: str) -> ChunkRecord:
+        return self._by_id[chunk_id]
+
+    def documents(self) -> dict[str, dict]:
+        return self.manifest["documents"]
+
+    def document(self, source: str) -> DocumentRecord:
+        """A stored document with its full text (what chunk offsets point into)."""
+        with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
+            row = con.execute("SELECT doc_id, source, title, hash, metadata, text FROM docs WHERE source=?",
+                              (source,)).fetchone()
+        if row is None:
+            raise KeyError(source)
+        return DocumentRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
+
+    # ---- writing -------------------------------------------------------------------------
+    @staticmethod
+    def write(index_dir: str | Path, manifest: dict, docs: list[DocumentRecord],
+              chunks: list[ChunkRecord], vectors: np.ndarray) -> dict:
+        """Write a complete new generation and commit it by replacing manifest.json atomically."""
+        index_dir = Path(index_dir)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        previous = manifest.get("generation", 0)
+        generation = previous + 1
+        name = f"gen-{generation:06d}-{os.getpid()}-{int(time.time())}"
+        tmp = index_dir / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _write_chunks(tmp / "chunks.sqlite", docs, chunks)
+        store = FaissVectorStore(manifest["model"]["dimension"])
+        store.add(vectors)
+        store.save(tmp / "vectors.faiss")
+        (tmp / "bm25").mkdir()
+        LexicalIndex.build([c.text for c in chunks]).save(tmp / "bm25")
+        files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        _fsync_tree(tmp)
+        final = index_dir / name
+        os.replace(tmp, final)
+        manifest = {**manifest, "format": FORMAT_VERSION, "generation": generation, "data": name,
+                    "files": files, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        manifest.setdefault("created", manifest["updated"])
+        manifest["counts"] = {"documents": len(docs), "chunks": len(chunks)}
+        mtmp = index_dir / f".{MANIFEST}.{os.getpid()}.tmp"
+        with mtmp.open("w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1, ensure_ascii=False, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(mtmp, index_dir / MANIFEST)
+        fd = os.open(index_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _remove_stale(index_dir, keep=name)
+        return manifest
+
+    def all_documents(self) -> list[DocumentRecord]:
+        with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
+            rows = con.execute("SELECT doc_id, source, title, hash, metadata, text FROM docs").fetchall()
+        return [DocumentRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+
+def check_model(manifest: dict, model: dict) -> None:
+    """Refuse an index built with another embedding model or dimension."""
+    have = manifest.get("model", {})
+    for key in ("dimension", "fingerprint"):
+        if have.get(key) != model.get(key):
+            raise IndexStoreError(
+                f"the index was built with model {have.get('name')!r} ({key} {have.get(key)!r}) but "
+                f"the configured model is {model.get('name')!r} ({key} {model.get(key)!r}); {REBUILD_HINT}")
+
+
+def _remove_stale(index_dir: Path, keep: str) -> None:
+    for path in index_dir.iterdir():
+        name = path.name
+        if path.is_dir() and name != keep and (name.startswith("gen-") or name.startswith(".gen-")):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(f".{MANIFEST}.") and name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise IndexStoreError(f"missing chunk table {path.name}; {REBUILD_HINT}")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+_SCHEMA = """
+CREATE TABLE docs (doc_id TEXT PRIMARY KEY, source TEXT UNIQUE NOT NULL, title TEXT NOT NULL,
+                   hash TEXT NOT NULL, metadata TEXT NOT NULL, text TEXT NOT NULL);
+CREATE TABLE chunks (row INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, doc_id TEXT NOT NULL REFERENCES docs,
+                     start INTEGER NOT NULL, "end" INTEGER NOT NULL, n_tokens INTEGER NOT NULL,
+                     position INTEGER NOT NULL, text TEXT NOT NULL);
+"""
+
+
+def _write_chunks(path: Path, docs: list[DocumentRecord], chunks: list[ChunkRecord]) -> None:
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            con.executescript(_SCHEMA)
+            con.executemany("INSERT INTO docs VALUES (?,?,?,?,?,?)",
+                            [(d.doc_id, d.source, d.title, d.hash, json.dumps(d.metadata, ensure_ascii=False),
+                              d.text) for d in docs])
+            con.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?)",
+                            [(i, c.id, c.doc_id, c.start, c.end, c.n_tokens, c.position, c.text)
+                             for i, c in enumerate(chunks)])
+    finally:
+        con.close()
+
+
+def _read_chunks(path: Path) -> list[ChunkRecord]:
+    with contextlib.closing(_connect(path)) as con:
+        rows = con.execute(
+            'SELECT c.row, c.id, c.doc_id, d.source, d.title, c.text, c.start, c."end", c.n_tokens, '
+            "c.position, d.metadata FROM chunks c JOIN docs d USING (doc_id) ORDER BY c.row").fetchall()
+    metas: dict[str, dict] = {}
+    out = []
+    for r in rows:
+        meta = metas.setdefault(r[2], json.loads(r[10]))
+        out.append(ChunkRecord(*r[:10], metadata=meta))
+    if [c.row for c in out] != list(range(len(out))):
+        raise IndexStoreError(f"the chunk table rows are not contiguous; {REBUILD_HINT}")
+    return out
