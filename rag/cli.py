@@ -41,6 +41,58 @@ def cmd_index(args) -> int:
     return 0
 
 
+def _print_answer(ans) -> None:
+    print(ans.text)
+    if ans.abstained and ans.passages:
+        print("\nClosest passages:")
+        for p in ans.passages[:3]:
+            print(f"  - {p.title} ({p.source}, chars {p.start}-{p.end}): {_short(p.text)}")
+    if ans.citations:
+        print("\nSources:")
+        for c in ans.citations:
+            print(f"  [{c.n}] {c.title} — {c.source}, chars {c.start}-{c.end}\n      \"{_short(c.quote, 300)}\"")
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def cmd_ask(args) -> int:
+    from .assistant import Assistant, check_question
+
+    settings = _settings(args).replace(top_k=args.top_k, mode=args.mode)
+    if args.question is not None:
+        check_question(args.question)
+    assistant = Assistant.load(settings.index_dir, settings)
+    if args.question is not None:
+        ans = assistant.answer(args.question, answerer=args.answerer)
+        if args.json:
+            print(json.dumps(ans.to_dict(), ensure_ascii=False))
+        else:
+            _print_answer(ans)
+        return 0
+    history: list[dict] = []
+    print("Ask a question about the documents (empty line or Ctrl-D to quit).", file=sys.stderr)
+    while True:
+        try:
+            question = input("? ").strip()
+        except EOFError:
+            return 0
+        if not question:
+            return 0
+        try:
+            ans = assistant.answer(question, history, answerer=args.answerer)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        print(json.dumps(ans.to_dict(), ensure_ascii=False) if args.json else "")
+        if not args.json:
+            _print_answer(ans)
+            print()
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": ans.text}]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Offline, cited question answering over your documents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--progress", action="store_true", help="show progress bars even when not on a terminal")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("ask", help="answer a question with citations (no question: interactive)")
+    p.add_argument("question", nargs="?")
+    p.add_argument("--index-dir", type=Path)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--answerer", choices=["extractive", "llm"])
+    p.add_argument("--json", action="store_true", help="print one JSON object (schema in README)")
+    p.set_defaults(func=cmd_ask)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -65,3 +65,17 @@ class LexicalIndex:
         if not tokens:
             return np.zeros(self.n_docs, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+
+
+def idf_weights(index: LexicalIndex, tokens: list[str]) -> list[float]:
+    """BM25-style IDF of each token over the chunks; unseen tokens get the highest weight."""
+    bm25 = index._bm25
+    n = max(index.n_docs, 1)
+    vocab = getattr(bm25, "vocab_dict", None) or {}
+    indptr = bm25.scores["indptr"] if getattr(bm25, "scores", None) else None
+    out = []
+    for t in tokens:
+        tid = vocab.get(t)
+        df = int(indptr[tid + 1] - indptr[tid]) if tid is not None and indptr is not None else 0
+        out.append(float(np.log(1 + (n - df + 0.5) / (df + 0.5))))
+    return out

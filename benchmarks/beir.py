@@ -1,0 +1,87 @@
+"""nDCG@10 and recall@100 on a BEIR-format dataset for bm25, dense and hybrid side by side.
+
+    python benchmarks/beir.py ../shared/benchmarks/scifact
+
+Documents are indexed as title + text with the product's own chunking; a document's score is the
+best score of its chunks. The index is cached under .cache/bench/ (re-runs embed nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from beir_data import SCIFACT, cache_dir, doc_of, materialise, read_beir  # noqa: E402
+
+from rag.config import Settings, model_path  # noqa: E402
+from rag.embeddings import get_embedder  # noqa: E402
+from rag.evaluation import evaluate  # noqa: E402
+from rag.indexer import build_index  # noqa: E402
+from rag.retrieval import Retriever  # noqa: E402
+from rag.store import IndexStore  # noqa: E402
+
+
+def doc_run(retriever: Retriever, queries: dict, configs: dict, depth: int = 100) -> dict:
+    """{config: {qid: {doc: score}}}, chunk hits folded to documents by max score."""
+    runs = {name: {} for name in configs}
+    for qid, text in queries.items():
+        qv = retriever.embedder.embed_query(text)
+        for name, kw in configs.items():
+            hits = retriever.search(text, top_k=depth * 3, query_vector=qv, **kw)
+            docs: dict[str, float] = {}
+            for h in hits:
+                d = doc_of(h.chunk.source)
+                docs[d] = max(docs.get(d, float("-inf")), h.score)
+            best = sorted(docs.items(), key=lambda kv: -kv[1])[:depth]
+            runs[name][qid] = dict(best)
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", nargs="?", type=Path, default=SCIFACT)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--sweep", action="store_true", help="also print convex weights and RRF k variants")
+    ap.add_argument("--chunk-tokens", type=int, default=None)
+    args = ap.parse_args()
+    corpus, queries, qrels = read_beir(args.dataset, args.split)
+    settings = Settings().replace(chunk_tokens=args.chunk_tokens, candidates=300)
+    name = f"{args.dataset.name}-{settings.chunk_tokens}"
+    docs = materialise(corpus, cache_dir(args.dataset.name + "-docs"))
+    t0 = time.perf_counter()
+    summary = build_index([docs], cache_dir(name), settings, progress=sys.stderr.isatty())
+    print(f"index: {summary.documents} docs, {summary.chunks} chunks, embedded {summary.embedded} "
+          f"in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    store = IndexStore.open(cache_dir(name))
+    retriever = Retriever(store, get_embedder(model_path(settings)), settings)
+    configs = {"bm25": {"mode": "bm25"}, "dense": {"mode": "dense"},
+               "hybrid (default)": {"mode": "hybrid"},
+               "hybrid rrf k=60": {"mode": "hybrid", "fusion": "rrf"}}
+    if args.sweep:
+        import dataclasses
+
+        for w in (0.3, 0.4, 0.5, 0.6, 0.7):
+            configs[f"convex w={w}"] = {"mode": "hybrid", "fusion": "convex", "_w": w}
+        runs = {}
+        for cname, kw in configs.items():
+            w = kw.pop("_w", None)
+            retriever.settings = dataclasses.replace(settings, dense_weight=w) if w else settings
+            runs.update(doc_run(retriever, queries, {cname: kw}))
+        retriever.settings = settings
+    else:
+        runs = doc_run(retriever, queries, configs)
+    print(f"\n{args.dataset.name} ({len(queries)} queries, {summary.documents} docs, {summary.chunks} chunks, "
+          f"chunk_tokens={settings.chunk_tokens})\n")
+    print("| retrieval | nDCG@10 | recall@100 | MRR@10 |")
+    print("|---|---:|---:|---:|")
+    for cname, run in runs.items():
+        m = evaluate(qrels, run, ["ndcg@10", "recall@100", "mrr@10"])
+        print(f"| {cname} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

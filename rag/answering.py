@@ -1,0 +1,228 @@
+"""Answers with citations: an extractive answerer (default, cannot invent text) and an optional LLM one.
+
+Every answer sentence carries `[n]`; `citations[n-1]` names the file, the char span in that file's
+text and the exact quote (`document.text[start:end] == quote`). When the passages do not support an
+answer, the assistant abstains and still returns the closest passages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .chunking import sentence_spans
+from .config import Settings
+from .embeddings import Embedder
+from .lexical import idf_weights
+from .retrieval import Hit, Retriever
+
+NOT_IN_CORPUS = "The corpus does not say."
+# words that shape a question but carry no topic; they never count towards lexical support
+_QUESTION_WORDS = {"which", "what", "who", "whom", "whose", "when", "where", "why", "how", "mani", "much",
+                   "did", "doe", "do", "is", "are", "was", "were", "name", "list", "tell", "accord",
+                   "articl", "mention", "say", "said", "describ", "kind", "type", "s"}
+
+
+@dataclass
+class Citation:
+    """A quoted span: `document(source).text[start:end] == quote`."""
+
+    n: int
+    source: str
+    title: str
+    chunk_id: str
+    start: int
+    end: int
+    quote: str
+    score: float
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk as shown to the user."""
+
+    rank: int
+    source: str
+    title: str
+    chunk_id: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@dataclass
+class Answer:
+    """An answer, its citations, whether it abstained, and the passages it was drawn from."""
+
+    question: str
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    abstained: bool = False
+    passages: list[Passage] = field(default_factory=list)
+    support: float = 0.0
+    query: str = ""  # the retrieval query (a follow-up resolved against the history)
+    flagged: list[str] = field(default_factory=list)  # LLM sentences dropped as unsupported
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `rag ask --json` (see README)."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [{k: v for k, v in asdict(c).items() if k != "chunk_id"} for c in self.citations],
+            "passages": [{k: v for k, v in asdict(p).items() if k != "chunk_id"} for p in self.passages],
+        }
+
+
+def passages_of(hits: list[Hit]) -> list[Passage]:
+    return [Passage(h.rank, h.chunk.source, h.chunk.title, h.chunk.id, h.chunk.start, h.chunk.end,
+                    h.chunk.text, round(h.score, 4)) for h in hits]
+
+
+@dataclass
+class Candidate:
+    hit: Hit
+    start: int  # char offsets in the document
+    end: int
+    text: str
+    score: float = 0.0
+    cosine: float = 0.0
+    overlap: float = 0.0
+
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•–]|\d+[.)])\s+")
+
+
+def _candidates(hits: list[Hit], max_hits: int) -> list[Candidate]:
+    """Sentences of the best hits (deduplicated across overlapping chunks); a line that introduces
+    a list (ends with ':') is joined with the list items that follow it."""
+    seen: set[tuple[str, int]] = set()
+    out: list[Candidate] = []
+    for hit in hits[:max_hits]:
+        text, base = hit.chunk.text, hit.chunk.start
+        spans = sentence_spans(text)
+        i = 0
+        while i < len(spans):
+            s, e, _ = spans[i]
+            j = i + 1
+            if text[s:e].rstrip().endswith(":"):
+                while j < len(spans) and j - i <= 8 and _LIST_ITEM.match(text[spans[j][0]:spans[j][1]]):
+                    e = spans[j][1]
+                    j += 1
+            key = (hit.chunk.source, base + s)
+            if key not in seen and len(text[s:e].split()) >= 2:
+                seen.add(key)
+                out.append(Candidate(hit, base + s, base + e, text[s:e]))
+            i = i + 1 if j == i + 1 else j
+    return out
+
+
+class ExtractiveAnswerer:
+    """Picks the best-supported sentences of the retrieved passages; abstains when support is low."""
+
+    def __init__(self, embedder: Embedder, retriever: Retriever, settings: Settings):
+        self.embedder = embedder
+        self.retriever = retriever
+        self.settings = settings
+
+    def score(self, question: str, qv: np.ndarray, hits: list[Hit]) -> tuple[list[Candidate], float]:
+        """Candidates best first, and the support of the best one (0..1)."""
+        cands = _candidates(hits, max_hits=5)
+        if not cands:
+            return [], 0.0
+        lexical = self.retriever.store.lexical
+        q_terms = [t for t in dict.fromkeys(lexical.query_tokens(question)) if t not in _QUESTION_WORDS]
+        weights = dict(zip(q_terms, idf_weights(lexical, q_terms), strict=True))
+        total = sum(weights.values()) or 1.0
+        vecs = self.embedder.embed([c.text for c in cands])
+        cos = vecs @ qv
+        passage_terms: dict[str, set[str]] = {}
+        for c, cs in zip(cands, cos, strict=True):
+            terms = set(lexical.query_tokens(c.text))
+            c.cosine = float(cs)
+            c.overlap = sum(w for t, w in weights.items() if t in terms) / total
+            rank_prior = 1.0 - (c.hit.rank - 1) / max(len(hits), 1)
+            c.score = 0.55 * c.cosine + 0.35 * c.overlap + 0.10 * rank_prior
+            if c.hit.chunk.id not in passage_terms:
+                passage_terms[c.hit.chunk.id] = set(lexical.query_tokens(c.hit.chunk.text))
+        cands.sort(key=lambda c: (-c.score, c.hit.rank, c.start))
+        best = cands[0]
+        coverage = sum(w for t, w in weights.items() if t in passage_terms[best.hit.chunk.id]) / total
+        support = 0.5 * best.cosine + 0.5 * coverage if q_terms else best.cosine
+        return cands, float(support)
+
+    def select(self, cands: list[Candidate]) -> list[Candidate]:
+        """The best sentence plus up to two more that score nearly as well, in reading order."""
+        chosen = [cands[0]]
+        for c in cands[1:]:
+            if len(chosen) >= self.settings.max_sentences or c.score < cands[0].score - 0.08:
+                break
+            if any(c.hit.chunk.source == o.hit.chunk.source and c.start < o.end and o.start < c.end
+                   for o in chosen):
+                continue
+            chosen.append(c)
+        order = {h: i for i, h in enumerate(dict.fromkeys(c.hit.chunk.source for c in chosen))}
+        return sorted(chosen, key=lambda c: (order[c.hit.chunk.source], c.start))
+
+    def answer(self, question: str, hits: list[Hit], qv: np.ndarray, query: str | None = None) -> Answer:
+        query = query or question
+        cands, support = self.score(query, qv, hits)
+        passages = passages_of(hits)
+        if not cands or support < self.settings.abstain_threshold:
+            return Answer(question, NOT_IN_CORPUS, [], True, passages, round(support, 4), query)
+        citations, parts = [], []
+        for n, c in enumerate(self.select(cands), start=1):
+            citations.append(Citation(n, c.hit.chunk.source, c.hit.chunk.title, c.hit.chunk.id, c.start, c.end,
+                                      c.text, round(c.score, 4)))
+            parts.append(f"{_one_line(c.text)} [{n}]")
+        return Answer(question, " ".join(parts), citations, False, passages, round(support, 4), query)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+_FOLLOW_UP = re.compile(r"^\s*(and|but|also|so|then|what about|how about|and what about|and how about)\b", re.I)
+_ABOUT = re.compile(r"^\s*(?:and\s+|but\s+)?(?:what|how)\s+about\s+(.+?)\s*\??\s*$", re.I)
+_PRONOUN = re.compile(r"\b(it|its|they|them|their|he|him|his|she|her|this|that|these|those|there)\b", re.I)
+
+
+def resolve_follow_up(question: str, history: list | None) -> str:
+    """Rewrite a follow-up ("and what about Beijing?") into a standalone retrieval query using
+    the previous user question; standalone questions are returned unchanged."""
+    previous = _last_user_question(history)
+    if not previous:
+        return question
+    about = _ABOUT.match(question)
+    if about:
+        subject = about.group(1)
+        names = list(re.finditer(r"(?<!^)(?<![.?!]\s)\b[A-Z][\w’'-]+(?:\s+[A-Z][\w’'-]+)*", previous))
+        if names:
+            m = names[-1]
+            return previous[:m.start()] + subject + previous[m.end():]
+        return f"{previous.rstrip(' ?')} {subject}?"
+    words = re.findall(r"\w+", question)
+    if _FOLLOW_UP.match(question) or (_PRONOUN.search(question) and len(words) <= 8) or len(words) <= 3:
+        return f"{question} ({previous})"
+    return question
+
+
+def _last_user_question(history: list | None) -> str | None:
+    for turn in reversed(history or []):
+        if isinstance(turn, dict):
+            if turn.get("role") == "user" and str(turn.get("content", "")).strip():
+                return str(turn["content"])
+        elif isinstance(turn, (list, tuple)) and turn and turn[0]:
+            return str(turn[0])
+    return None
+
+
+def stream_text(answer: Answer) -> Iterator[str]:
+    """The answer text sentence by sentence (what `stream()` yields for the extractive answerer)."""
+    pieces = re.split(r"(?<=\])\s+(?=\S)", answer.text) if answer.citations else [answer.text]
+    for i, piece in enumerate(pieces):
+        yield piece if i == 0 else " " + piece

@@ -1,0 +1,143 @@
+"""The Assistant: one opened index, its retriever and answerer, shared safely across threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .answering import NOT_IN_CORPUS, Answer, ExtractiveAnswerer, resolve_follow_up, stream_text
+from .config import Settings, model_path
+from .embeddings import get_embedder
+from .indexer import model_info
+from .retrieval import RagRetriever, Reranker, Retriever
+from .store import IndexStore
+
+MAX_QUESTION_CHARS = 2000
+
+
+class QuestionError(ValueError):
+    """The question cannot be asked as given (empty, too long)."""
+
+
+def check_question(question: Any) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError("the question is empty; ask something about the documents")
+    question = question.strip()
+    if len(question) > MAX_QUESTION_CHARS:
+        raise QuestionError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return question
+
+
+class Assistant:
+    """Answers questions over one index. Models and index load once; `answer` is thread-safe."""
+
+    def __init__(self, store: IndexStore, settings: Settings, reranker: Reranker | None = None, llm=None):
+        self.settings = settings
+        self.embedder = get_embedder(model_path(settings), settings.batch_size)
+        self.reranker = reranker
+        self.llm = llm
+        self._lock = threading.Lock()
+        self._install(store)
+
+    @classmethod
+    def load(cls, index_dir: str | Path | None = None, settings: Settings | None = None,
+             reranker: Reranker | None = None, llm=None) -> Assistant:
+        """Open the index in `index_dir` (default: settings.index_dir); raises IndexStoreError if unusable.
+
+        `llm` is a LangChain chat model; without one, an LLM is used only when settings.llm_url is set.
+        """
+        settings = (settings or Settings.load()).replace(index_dir=Path(index_dir) if index_dir else None)
+        embedder = get_embedder(model_path(settings), settings.batch_size)
+        store = IndexStore.open(settings.index_dir, model_info(embedder))
+        if llm is None and settings.llm_url:
+            from .llm import chat_model
+
+            llm = chat_model(settings)
+        return cls(store, settings, reranker, llm)
+
+    def _install(self, store: IndexStore) -> None:
+        retriever = Retriever(store, self.embedder, self.settings, self.reranker)
+        extractive = ExtractiveAnswerer(self.embedder, retriever, self.settings)
+        with self._lock:
+            self.store, self.retriever, self.extractive = store, retriever, extractive
+
+    def reload(self) -> None:
+        """Pick up a rebuilt index (e.g. after uploads); answers in flight finish on the old one."""
+        self._install(IndexStore.open(self.settings.index_dir, model_info(self.embedder)))
+
+    def answer(self, question: str, history: list | None = None, top_k: int | None = None,
+               mode: str | None = None, filters: dict | None = None, answerer: str | None = None) -> Answer:
+        """Answer a question (resolving a follow-up against `history`), with citations or an abstention.
+
+        `answerer` is "extractive" (default) or "llm" (needs a configured chat model).
+        """
+        question = check_question(question)
+        with self._lock:
+            retriever, extractive = self.retriever, self.extractive
+        query = resolve_follow_up(question, history)
+        qv = self.embedder.embed_query(query)
+        hits = retriever.search(query, top_k=top_k, mode=mode, filters=filters, query_vector=qv)
+        use_llm = answerer == "llm" or (answerer is None and self.llm is not None)
+        if use_llm:
+            if self.llm is None:
+                raise ValueError("no LLM is configured; set RAG_LLM_URL to an OpenAI-compatible endpoint")
+            from .llm import llm_answer
+
+            return llm_answer(self.llm, question, query, hits, self.embedder, self.settings)
+        return extractive.answer(question, hits, qv, query)
+
+    def stream(self, question: str, history: list | None = None, **kw) -> Iterator[str]:
+        """The answer text, piece by piece (sentence by sentence for the extractive answerer)."""
+        for partial in self.stream_answer(question, history, **kw):
+            yield partial[1]
+
+    def stream_answer(self, question: str, history: list | None = None, **kw) -> Iterator[tuple[Answer, str]]:
+        """(answer so far, new text) pairs; the last answer is complete."""
+        final = self.answer(question, history, **kw)
+        text = ""
+        shown = 0
+        for piece in stream_text(final):
+            text += piece
+            shown += 1
+            partial = replace(final, text=text, citations=final.citations[:shown]) if final.citations else final
+            yield partial, piece
+        if text != final.text:
+            yield final, ""
+
+    def as_retriever(self, **kw) -> RagRetriever:
+        """A LangChain BaseRetriever over this index."""
+        return RagRetriever(retriever=self.retriever, **kw)
+
+    def as_runnable(self):
+        """A LangChain Runnable: {"question", "history"?} → the answer dict of `Answer.to_dict()`."""
+        from .chain import answer_runnable
+
+        return answer_runnable(self)
+
+    def status(self) -> dict:
+        m = self.store.manifest
+        return {"documents": m["counts"]["documents"], "chunks": m["counts"]["chunks"],
+                "model": m["model"]["name"], "updated": m.get("updated", ""), "index_dir": str(self.settings.index_dir)}
+
+
+_shared: dict[str, Assistant] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_assistant(index_dir: str | Path = "index") -> Assistant:
+    key = str(Path(index_dir).resolve())
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Assistant.load(index_dir)
+        return _shared[key]
+
+
+def answer(question: str, index_dir: str | Path = "index", history: list | None = None) -> Answer:
+    """Answer one question over the index in `index_dir` (loaded once per process and reused)."""
+    return shared_assistant(index_dir).answer(question, history)
+
+
+__all__ = ["Assistant", "answer", "NOT_IN_CORPUS", "QuestionError"]

@@ -1,0 +1,186 @@
+"""Find passages: dense (FAISS), lexical (BM25) and their fusion, with metadata filters.
+
+Fusion comes two ways: `convex` mixes per-query min-max normalised scores (weight configurable);
+`rrf` is reciprocal-rank fusion. A Reranker may reorder the fused hits; none is shipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document as LCDocument
+from langchain_core.retrievers import BaseRetriever
+
+from .config import Settings
+from .embeddings import Embedder
+from .store import ChunkRecord, IndexStore
+
+MODES = ("hybrid", "dense", "bm25")
+FUSIONS = ("convex", "rrf")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its fused score and 1-based rank."""
+
+    chunk: ChunkRecord
+    score: float
+    rank: int
+    dense: float = 0.0
+    lexical: float = 0.0
+
+
+class Reranker(Protocol):
+    """Reorders hits, e.g. with a cross-encoder the user supplies."""
+
+    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]: ...
+
+
+class NoReranker:
+    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        return hits
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    if x.size == 0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def _top(scores: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
+    """Rows of the n best scores (descending), only among allowed rows, ignoring zero BM25 scores."""
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    n = min(n, scores.size)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    idx = np.argpartition(-scores, n - 1)[:n]
+    idx = idx[np.lexsort((idx, -scores[idx]))]
+    return idx[np.isfinite(scores[idx]) & (scores[idx] > 0)]
+
+
+class Retriever:
+    """Dense + BM25 search over one opened index."""
+
+    def __init__(self, store: IndexStore, embedder: Embedder, settings: Settings | None = None,
+                 reranker: Reranker | None = None):
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings or Settings()
+        self.reranker = reranker or NoReranker()
+        self._matrix = store.vectors.vectors()  # for exact dense scores of BM25-only candidates
+        self._filter_cache: dict[tuple, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def allowed_rows(self, filters: dict[str, Any] | None) -> np.ndarray | None:
+        """A boolean row mask for filters: `source` is a glob on the file path; other keys must equal
+        the document's metadata field (front matter, etc.); a list value means any of them."""
+        if not filters:
+            return None
+        key = tuple(sorted((k, str(v)) for k, v in filters.items()))
+        with self._lock:
+            if key in self._filter_cache:
+                return self._filter_cache[key]
+        mask = np.fromiter((_matches(c, filters) for c in self.store.chunks), dtype=bool,
+                           count=len(self.store.chunks))
+        with self._lock:
+            self._filter_cache[key] = mask
+        return mask
+
+    def search(self, query: str, top_k: int | None = None, mode: str | None = None, fusion: str | None = None,
+               filters: dict[str, Any] | None = None, query_vector: np.ndarray | None = None) -> list[Hit]:
+        """The best `top_k` chunks for the query, best first."""
+        s = self.settings
+        top_k = top_k or s.top_k
+        mode = mode or s.mode
+        fusion = fusion or s.fusion
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
+        n_rows = len(self.store.chunks)
+        if n_rows == 0:
+            return []
+        allowed = self.allowed_rows(filters)
+        if allowed is not None and not allowed.any():
+            return []
+        pool = max(s.candidates, top_k)
+        dense_rows = np.zeros(0, np.int64)
+        dense_all = None
+        if mode in ("hybrid", "dense"):
+            qv = self.embedder.embed_query(query) if query_vector is None else query_vector
+            sel = None if allowed is None else np.flatnonzero(allowed)
+            scores, rows = self.store.vectors.search(qv, pool, sel)
+            dense_rows = rows[0][rows[0] >= 0]
+            dense_all = self._matrix @ qv if mode == "hybrid" else None
+            dense_scores = scores[0][: len(dense_rows)]
+        lex_all = self.store.lexical.scores(query) if mode in ("hybrid", "bm25") else None
+        lex_rows = _top(lex_all, pool, allowed) if lex_all is not None else np.zeros(0, np.int64)
+
+        if mode == "dense":
+            rows, fused = dense_rows, dense_scores
+            dense_vals, lex_vals = dense_scores, np.zeros(len(rows))
+        elif mode == "bm25":
+            rows, fused = lex_rows, lex_all[lex_rows]
+            dense_vals, lex_vals = np.zeros(len(rows)), fused
+        else:
+            rows = np.unique(np.concatenate([dense_rows, lex_rows]))
+            dense_vals, lex_vals = dense_all[rows], lex_all[rows]
+            if fusion == "convex":
+                w = s.dense_weight
+                fused = w * _minmax(dense_vals) + (1 - w) * _minmax(lex_vals)
+            else:
+                fused = np.zeros(len(rows))
+                for ranked in (dense_rows, lex_rows):
+                    rank_of = {int(r): i for i, r in enumerate(ranked)}
+                    fused += np.array([1.0 / (s.rrf_k + rank_of[int(r)] + 1) if int(r) in rank_of else 0.0
+                                       for r in rows])
+        order = np.lexsort((rows, -np.asarray(fused)))[:top_k]
+        hits = [Hit(self.store.chunks[int(rows[i])], float(fused[i]), n + 1, float(dense_vals[i]),
+                    float(lex_vals[i])) for n, i in enumerate(order)]
+        hits = self.reranker.rerank(query, hits)
+        return [Hit(h.chunk, h.score, n + 1, h.dense, h.lexical) for n, h in enumerate(hits)]
+
+
+def _matches(chunk: ChunkRecord, filters: dict[str, Any]) -> bool:
+    for key, want in filters.items():
+        wants = want if isinstance(want, (list, tuple, set)) else [want]
+        if key == "source":
+            if not any(fnmatch.fnmatchcase(chunk.source, str(w)) for w in wants):
+                return False
+        elif key == "title":
+            if not any(fnmatch.fnmatchcase(chunk.title, str(w)) for w in wants):
+                return False
+        else:
+            have = chunk.metadata.get(key)
+            if have is None or not any(str(have) == str(w) for w in wants):
+                return False
+    return True
+
+
+def hit_to_document(hit: Hit) -> LCDocument:
+    """A LangChain Document for a hit, its metadata naming the exact span."""
+    c = hit.chunk
+    return LCDocument(page_content=c.text, id=c.id, metadata={
+        "source": c.source, "title": c.title, "start": c.start, "end": c.end, "chunk_id": c.id,
+        "score": hit.score, "rank": hit.rank, **{k: v for k, v in c.metadata.items() if k != "page_starts"}})
+
+
+class RagRetriever(BaseRetriever):
+    """LangChain retriever over our hybrid search: `Document`s with source, title, start/end, score, rank."""
+
+    retriever: Any
+    top_k: int | None = None
+    mode: str | None = None
+    filters: dict | None = None
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+                                ) -> list[LCDocument]:
+        hits = self.retriever.search(query, top_k=self.top_k, mode=self.mode, filters=self.filters)
+        return [hit_to_document(h) for h in hits]
