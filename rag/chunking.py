@@ -178,6 +178,9 @@ def chunk_text(
                 break  # a new paragraph is a good place to end a chunk that is already half full
             total += sizes[j] + 1
             j += 1
+        # the summed sentence sizes are an estimate (tokens can merge across a join): check the real count
+        while j > i + 1 and len(enc.encode_ordinary(text[units[i][0]:units[j - 1][1]])) > chunk_tokens:
+            j -= 1
         spans.append((i, j))
         if j >= len(units):
             break
@@ -187,6 +190,9 @@ def chunk_text(
             k -= 1
         i = k
     ranges = [(units[a][0], units[b - 1][1]) for a, b in spans]
+    # a piece cut by _split_long can re-tokenize a token or two longer than its budget: cut it again
+    ranges = _fit_window(text, ranges, chunk_tokens,
+                         lambda texts: [len(t) for t in enc.encode_ordinary_batch(texts)])
     if max_wordpieces and count_wordpieces is not None:
         ranges = _fit_window(text, ranges, max_wordpieces, count_wordpieces)
     counts = [len(t) for t in enc.encode_ordinary_batch([text[s:e] for s, e in ranges])]
@@ -197,18 +203,40 @@ def chunk_text(
 
 
 def _fit_window(text, ranges, max_wordpieces, count_wordpieces):
-    """Split again any chunk whose word-piece count exceeds the embedder window."""
+    """Split again any chunk whose count (by `count_wordpieces`) exceeds `max_wordpieces`."""
     out: list[tuple[int, int]] = []
     todo = list(ranges)
     while todo:
         counts = count_wordpieces([text[s:e] for s, e in todo])
         nxt = []
         for (s, e), c in zip(todo, counts, strict=True):
-            if c <= max_wordpieces:
+            if c <= max_wordpieces or e - s < 2:
                 out.append((s, e))
                 continue
             budget = max(8, len(encoding().encode_ordinary(text[s:e])) * max_wordpieces // (c + 8) - 2)
-            nxt.extend(_split_long(text, s, e, budget))
+            pieces = _split_long(text, s, e, budget)
+            if len(pieces) < 2:
+                # too few tiktoken tokens to cut between (a run of 5000 '=' is a handful of tokens but
+                # thousands of word pieces): halve by characters, so that the loop always ends
+                pieces = _halve(text, s, e)
+            nxt.extend(pieces)
         todo = nxt
     out.sort()
+    return out
+
+
+def _halve(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Cut a span in two near its middle (at a space when there is one), whitespace trimmed."""
+    mid = (start + end) // 2
+    space = text.rfind(" ", start + (end - start) // 4, mid + (end - start) // 4)
+    if space > start:
+        mid = space
+    out = []
+    for s, e in ((start, mid), (mid, end)):
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
     return out

@@ -93,6 +93,47 @@ def cmd_ask(args) -> int:
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": ans.text}]
 
 
+def _thresholds(pairs: list[str] | None) -> dict[str, float]:
+    out = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CliError(f"bad threshold {pair!r}; use METRIC=VALUE, e.g. hit@5=0.9") from None
+        if not sep:
+            raise CliError(f"bad threshold {pair!r}; use METRIC=VALUE, e.g. hit@5=0.9")
+    return out
+
+
+def cmd_eval(args) -> int:
+    from .assistant import Assistant
+    from .evalsuite import check_thresholds, evaluate_assistant, read_qa, table, write_report
+    from .indexer import build_index
+
+    settings = _settings(args)
+    minimums, maximums = _thresholds(args.min), _thresholds(args.max)
+    items = read_qa(args.qa)
+    quiet = args.json or not sys.stderr.isatty()
+    if args.corpus:
+        summary = build_index([args.corpus], settings.index_dir, settings, progress=not quiet)
+        print(f"indexed {args.corpus}: {summary.documents} documents, {summary.chunks} chunks, "
+              f"embedded {summary.embedded}", file=sys.stderr)
+    assistant = Assistant.load(settings.index_dir, settings)
+    result = evaluate_assistant(assistant, items, top_k=args.top_k, mode=args.mode, progress=not quiet)
+    if args.report:
+        folder = write_report(result, args.report, str(args.qa))
+        print(f"report written to {folder}/report.md (results.json, plot.png)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.overall))
+    else:
+        print(table(result.overall))
+    failures = check_thresholds(result.overall, minimums, maximums)
+    for f in failures:
+        print(f"threshold missed: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Offline, cited question answering over your documents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (schema in README)")
     p.set_defaults(func=cmd_ask)
 
+    p = sub.add_parser("eval", help="measure retrieval, answer, citation and abstention quality on a Q&A file")
+    p.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"))
+    p.add_argument("--index-dir", type=Path)
+    p.add_argument("--corpus", type=Path, help="index this folder into --index-dir first (incrementally)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--json", action="store_true", help="print the overall metrics as one JSON object")
+    p.add_argument("--report", type=Path, help="write report.md, results.json and plot.png here")
+    p.add_argument("--min", action="append", metavar="METRIC=VALUE", help="fail when a metric is below VALUE")
+    p.add_argument("--max", action="append", metavar="METRIC=VALUE", help="fail when a metric is above VALUE")
+    p.set_defaults(func=cmd_eval)
+
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
@@ -131,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, LoaderError, IndexStoreError, EmbeddingError, ValueError) as e:
+    except (CliError, LoaderError, IndexStoreError, EmbeddingError, ValueError, OSError) as e:
         print(f"rag {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

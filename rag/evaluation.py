@@ -62,6 +62,7 @@ from collections.abc import Iterable, Mapping, Sequence
 __all__ = [
     "METRIC_NAMES",
     "Qrels",
+    "Ranking",
     "Run",
     "answer_recall",
     "evaluate",

@@ -128,7 +128,7 @@ def build_index(
                 new_chunks.append(ChunkRecord(0, c.id, doc_id, doc.source, doc.title, c.text, c.start, c.end,
                                               c.n_tokens, c.position, doc.metadata))
         if new_chunks:
-            embedder.model  # load before timing, so chunks/s measures embedding alone
+            _ = embedder.model  # load before timing, so chunks/s measures embedding alone
         embed_started = time.perf_counter()
         if new_chunks:
             vectors.append(embedder.embed([c.text for c in new_chunks], progress=progress))
