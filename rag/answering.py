@@ -98,8 +98,8 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*•–]|\d+[.)])\s+")
 
 
 def _candidates(hits: list[Hit], max_hits: int) -> list[Candidate]:
-    """Sentences of the best hits (deduplicated across overlapping chunks); a line that introduces
-    a list (ends with ':') is joined with the list items that follow it."""
+    """Sentences of the best hits, deduplicated across overlapping chunks. A sentence that leads into
+    what follows (ends with ':' or '?', e.g. a list intro or "The mission?") is joined with it."""
     seen: set[tuple[str, int]] = set()
     out: list[Candidate] = []
     for hit in hits[:max_hits]:
@@ -109,16 +109,49 @@ def _candidates(hits: list[Hit], max_hits: int) -> list[Candidate]:
         while i < len(spans):
             s, e, _ = spans[i]
             j = i + 1
-            if text[s:e].rstrip().endswith(":"):
+            unit = text[s:e].rstrip()
+            if unit.endswith(":"):
                 while j < len(spans) and j - i <= 8 and _LIST_ITEM.match(text[spans[j][0]:spans[j][1]]):
                     e = spans[j][1]
                     j += 1
+            elif unit.endswith("?") and j < len(spans):
+                e = spans[j][1]
+                j += 1
             key = (hit.chunk.source, base + s)
-            if key not in seen and len(text[s:e].split()) >= 2:
+            if key not in seen and len(text[s:e].split()) >= 3:
                 seen.add(key)
                 out.append(Candidate(hit, base + s, base + e, text[s:e]))
-            i = i + 1 if j == i + 1 else j
+            i = j if j > i + 1 and not unit.endswith(":") else i + 1
     return out
+
+
+# What kind of answer a question asks for, and how to spot it in a sentence.
+_NUMBER_Q = re.compile(r"\b(how (many|much|large|big|long|old|far|often)|what (number|percentage|share|amount|"
+                       r"proportion)|(budget|cost|price|salary|revenue|population|headcount)s?\b)", re.I)
+_DATE_Q = re.compile(r"\b(when|what (year|date|month|day|time)|which (year|date|month|day))\b", re.I)
+_NUMBER_A = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+                       r"forty|fifty|hundred|thousand|million|billion|trillion|dozen|half|double|twice)\b", re.I)
+_DATE_A = re.compile(r"\b(1[5-9]\d\d|20\d\d|January|February|March|April|May|June|July|August|September|"
+                     r"October|November|December|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|"
+                     r"yesterday|today|tomorrow|(last|this|next) (year|month|week)|century|decade)\b", re.I)
+
+
+def answer_type(question: str) -> str | None:
+    """'date', 'number' or None (any answer)."""
+    if _DATE_Q.search(question):
+        return "date"
+    if _NUMBER_Q.search(question):
+        return "number"
+    return None
+
+
+def has_type(text: str, kind: str | None, question: str = "") -> bool:
+    """Whether text holds an answer of that kind that the question itself does not already state."""
+    if kind is None:
+        return True
+    pattern = _DATE_A if kind == "date" else _NUMBER_A
+    asked = {m.group(0).lower() for m in pattern.finditer(question)}
+    return any(m.group(0).lower() not in asked for m in pattern.finditer(text))
 
 
 class ExtractiveAnswerer:
@@ -130,7 +163,12 @@ class ExtractiveAnswerer:
         self.settings = settings
 
     def score(self, question: str, qv: np.ndarray, hits: list[Hit]) -> tuple[list[Candidate], float]:
-        """Candidates best first, and the support of the best one (0..1)."""
+        """Candidates best first, and the support of the best one (0..1).
+
+        A sentence scores by its own similarity to the question, its passage's similarity (context),
+        and the IDF-weighted share of question terms it contains. Support additionally requires the
+        kind of answer asked for (a number for "how many", a date for "when") to be present.
+        """
         cands = _candidates(hits, max_hits=5)
         if not cands:
             return [], 0.0
@@ -140,26 +178,25 @@ class ExtractiveAnswerer:
         total = sum(weights.values()) or 1.0
         vecs = self.embedder.embed([c.text for c in cands])
         cos = vecs @ qv
-        passage_terms: dict[str, set[str]] = {}
+        kind = answer_type(question)
+        passage_cos = {h.chunk.id: float(self.retriever.dense_score(h.chunk.row, qv)) for h in hits}
         for c, cs in zip(cands, cos, strict=True):
             terms = set(lexical.query_tokens(c.text))
             c.cosine = float(cs)
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
-            rank_prior = 1.0 - (c.hit.rank - 1) / max(len(hits), 1)
-            c.score = 0.55 * c.cosine + 0.35 * c.overlap + 0.10 * rank_prior
-            if c.hit.chunk.id not in passage_terms:
-                passage_terms[c.hit.chunk.id] = set(lexical.query_tokens(c.hit.chunk.text))
+            c.score = 0.5 * c.cosine + 0.2 * passage_cos[c.hit.chunk.id] + 0.3 * c.overlap
+            if not has_type(c.text, kind, question):
+                c.score -= 0.15
         cands.sort(key=lambda c: (-c.score, c.hit.rank, c.start))
         best = cands[0]
-        coverage = sum(w for t, w in weights.items() if t in passage_terms[best.hit.chunk.id]) / total
-        support = 0.5 * best.cosine + 0.5 * coverage if q_terms else best.cosine
+        support = best.score if has_type(best.text, kind, question) else best.score * 0.5
         return cands, float(support)
 
     def select(self, cands: list[Candidate]) -> list[Candidate]:
         """The best sentence plus up to two more that score nearly as well, in reading order."""
         chosen = [cands[0]]
         for c in cands[1:]:
-            if len(chosen) >= self.settings.max_sentences or c.score < cands[0].score - 0.08:
+            if len(chosen) >= self.settings.max_sentences or c.score < cands[0].score - 0.05:
                 break
             if any(c.hit.chunk.source == o.hit.chunk.source and c.start < o.end and o.start < c.end
                    for o in chosen):

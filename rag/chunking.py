@@ -188,6 +188,8 @@ def chunk_text(
         while k - 1 > i and back + sizes[k - 1] <= overlap:
             back += sizes[k - 1]
             k -= 1
+        while k < j and len(enc.encode_ordinary(text[units[k][0]:units[j - 1][1]])) > overlap:
+            k += 1  # the same estimate, checked for the shared sentences
         i = k
     ranges = [(units[a][0], units[b - 1][1]) for a, b in spans]
     # a piece cut by _split_long can re-tokenize a token or two longer than its budget: cut it again
@@ -221,8 +223,13 @@ def _fit_window(text, ranges, max_wordpieces, count_wordpieces):
                 pieces = _halve(text, s, e)
             nxt.extend(pieces)
         todo = nxt
-    out.sort()
-    return out
+    out.sort(key=lambda r: (r[0], -r[1]))
+    # a piece cut from one chunk can lie wholly inside its neighbour's overlap: it adds nothing
+    kept: list[tuple[int, int]] = []
+    for s, e in out:
+        if not kept or e > kept[-1][1]:
+            kept.append((s, e))
+    return kept
 
 
 def _halve(text: str, start: int, end: int) -> list[tuple[int, int]]:

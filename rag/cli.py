@@ -172,7 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list = []
+def _register_serve(sub) -> None:
+    from .webapp import register_serve_command  # Gradio itself is imported only when serving
+
+    register_serve_command(sub)
+
+
+_EXTRA_COMMANDS: list = [_register_serve]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -365,17 +366,27 @@ def token_f1(prediction: str, golds: str | Sequence[str]) -> float:
     return max((_f1_single(pred_tokens, g) for g in _as_golds(golds)), default=0.0)
 
 
+def _normalize_loose(s: str) -> str:
+    """SQuAD normalisation, except that any Unicode punctuation (curly quotes, dashes, hyphens)
+    separates tokens instead of vanishing: "five-part" holds "five", "(2025–2026)”" holds "2025–2026"."""
+    text = "".join(ch if ch in ".,'’‘–-" or not unicodedata.category(ch).startswith("P") else " " for ch in s)
+    text = re.sub(r"[’‘]", "", text)
+    text = re.sub(r"(?<=\D)[–-]|[–-](?=\D)", " ", text)
+    return normalize_answer(text)
+
+
 def answer_recall(text: str, golds: str | Sequence[str]) -> float:
     """1.0 if some normalised gold answer occurs in the normalised ``text`` on token boundaries.
 
+    Unlike EM/F1 it treats Unicode punctuation and hyphens as token breaks (see `_normalize_loose`).
     The gold's tokens must appear contiguously and as whole tokens, so ``"cat"``
     is found in ``"the cat sat"`` but not in ``"concatenate"``. Useful for long,
     free-form generated answers where EM is too strict and F1 is diluted by
     extra words. Golds that normalise to nothing (e.g. ``"the"``) never match.
     """
-    haystack = f" {normalize_answer(text)} "
+    haystack = f" {_normalize_loose(text)} "
     for gold in _as_golds(golds):
-        needle = normalize_answer(gold)
+        needle = _normalize_loose(gold)
         # Tokens contain no spaces, so a space-padded substring match is exactly a
         # contiguous token-subsequence match.
         if needle and f" {needle} " in haystack:

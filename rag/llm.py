@@ -59,7 +59,12 @@ def _content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
 
 
+# "Claim. [1] Next claim [2]." - a marker after a sentence's full stop belongs to that sentence
+_MARK_AFTER_STOP = re.compile(r"([.!?。！？]+[\"'”’)]*)((?:\s*\[\d+\])+)")
+
+
 def _split_sentences(text: str) -> list[str]:
+    text = _MARK_AFTER_STOP.sub(lambda m: m.group(2) + m.group(1), text)
     return [text[s:e] for s, e, _ in sentence_spans(text)]
 
 
@@ -75,7 +80,7 @@ def llm_answer(llm, question: str, query: str, hits: list[Hit], embedder: Embedd
     kept, citations, flagged = [], [], []
     for sentence in _split_sentences(text.strip()):
         ns = [int(n) for n in _MARK.findall(sentence)]
-        claim = _MARK.sub("", sentence).strip()
+        claim = re.sub(r"\s*\[\d+\]", "", sentence).strip()
         if not claim or all(not w.isalnum() for w in claim):
             continue
         support = None

@@ -123,7 +123,6 @@ def _load_html(data: bytes, stem: str) -> tuple[str, str, dict]:
 
 def _load_pdf(data: bytes, stem: str) -> tuple[str, str, dict]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -133,7 +132,7 @@ def _load_pdf(data: bytes, stem: str) -> tuple[str, str, dict]:
         info = reader.metadata
     except LoaderError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # pypdf raises many error types on damaged files (AttributeError, LimitReachedError...)
         raise LoaderError(f"corrupt or unreadable PDF ({type(e).__name__}: {str(e)[:80]})") from None
     text = ""
     page_starts = []

@@ -78,6 +78,10 @@ class Retriever:
         self._filter_cache: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def dense_score(self, row: int, query_vector: np.ndarray) -> float:
+        """Cosine similarity of one stored chunk to the query vector."""
+        return float(self._matrix[row] @ query_vector)
+
     def allowed_rows(self, filters: dict[str, Any] | None) -> np.ndarray | None:
         """A boolean row mask for filters: `source` is a glob on the file path; other keys must equal
         the document's metadata field (front matter, etc.); a list value means any of them."""
@@ -165,11 +169,13 @@ def _matches(chunk: ChunkRecord, filters: dict[str, Any]) -> bool:
 
 
 def hit_to_document(hit: Hit) -> LCDocument:
-    """A LangChain Document for a hit, its metadata naming the exact span."""
+    """A LangChain Document for a hit, its metadata naming the exact span (document metadata such as
+    front matter comes first, so a `source:` or `rank:` field cannot overwrite the span fields)."""
     c = hit.chunk
     return LCDocument(page_content=c.text, id=c.id, metadata={
+        **{k: v for k, v in c.metadata.items() if k != "page_starts"},
         "source": c.source, "title": c.title, "start": c.start, "end": c.end, "chunk_id": c.id,
-        "score": hit.score, "rank": hit.rank, **{k: v for k, v in c.metadata.items() if k != "page_starts"}})
+        "score": hit.score, "rank": hit.rank})
 
 
 class RagRetriever(BaseRetriever):

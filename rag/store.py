@@ -254,7 +254,11 @@ class IndexStore:
         index_dir.mkdir(parents=True, exist_ok=True)
         previous = manifest.get("generation", 0)
         generation = previous + 1
-        name = f"gen-{generation:06d}-{os.getpid()}-{int(time.time())}"
+        stamp = int(time.time())
+        name = f"gen-{generation:06d}-{os.getpid()}-{stamp}"
+        while (index_dir / name).exists():  # a rebuild restarts at generation 1: never reuse a live folder
+            stamp += 1
+            name = f"gen-{generation:06d}-{os.getpid()}-{stamp}"
         tmp = index_dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

@@ -1,0 +1,44 @@
+"""Shared helpers for the LangChain peer benchmarks: an Embeddings wrapper, percentiles, load, quiet imports."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+# langchain_community warns on import that it is being sunset; the peer is measured as shipped
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*deprecated.*")
+
+
+class EmbedderEmbeddings(Embeddings):
+    """A LangChain Embeddings over our Embedder: same model, same normalisation, same batch size."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embedder.embed_query(text).tolist()
+
+
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    """(p50, p95) of a list of milliseconds."""
+    a = np.asarray(ms, dtype=np.float64)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages, for the report (other jobs share this machine)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

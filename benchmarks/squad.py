@@ -1,0 +1,123 @@
+"""SQuAD v1.1 dev as an open-corpus benchmark: find the gold paragraph, then answer from it.
+
+    .venv/bin/python benchmarks/squad.py [../shared/benchmarks/squad-v1.1/dev-v1.1.json] [--limit N]
+
+Each of the 2,067 dev paragraphs becomes one .txt document (named <article>-<paragraph number>,
+written once under .cache/bench/squad-v1.1-dev-docs/) and is indexed with the product defaults.
+Then the questions (all 10,570, or the first N in file order with --limit N) are asked:
+
+* retrieval: hit@1 / hit@5 / MRR@10 of the gold paragraph for bm25, dense and hybrid (the default),
+  all from ONE embedding of the question per query; chunk hits are folded to paragraphs by first
+  occurrence;
+* answers: `Assistant.answer(q)` in the default mode (hybrid + extractive answerer; it embeds the
+  question again). Scored with `rag.evaluation`: answer-string recall (a gold answer occurs in the
+  answer text), SQuAD token F1 and exact match, against all gold answers, the `[n]` citation markers
+  removed first. An abstention scores 0. Also: abstention rate, and how often the first citation is
+  in the gold paragraph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from beir_data import REPO, cache_dir, doc_of, materialise  # noqa: E402
+from lc_peer import cpu_count, load  # noqa: E402
+
+from rag.assistant import Assistant  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.evaluation import answer_recall, evaluate, exact_match, mean, token_f1  # noqa: E402
+from rag.indexer import build_index  # noqa: E402
+from rag.store import IndexStore  # noqa: E402
+
+SQUAD_DEV = REPO.parent / "shared" / "benchmarks" / "squad-v1.1" / "dev-v1.1.json"
+MODES = {"bm25": "bm25", "dense": "dense", "hybrid (default)": "hybrid"}
+_MARKER = re.compile(r"\s*\[\d+\]")
+
+
+def read_squad(path: Path):
+    """({paragraph id: (title, text)}, [(question id, question, paragraph id, [gold answers])])."""
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    paragraphs: dict[str, tuple[str, str]] = {}
+    by_text: dict[str, str] = {}
+    questions = []
+    for article in data:
+        slug = re.sub(r"[^\w-]+", "_", article["title"]).strip("_") or "article"
+        for n, para in enumerate(article["paragraphs"]):
+            pid = by_text.setdefault(para["context"], f"{slug}-{n:03d}")
+            paragraphs.setdefault(pid, ("", para["context"]))
+            for qa in para["qas"]:
+                questions.append((qa["id"], qa["question"], pid, [a["text"] for a in qa["answers"]]))
+    return paragraphs, questions
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", nargs="?", type=Path, default=SQUAD_DEV)
+    ap.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
+    ap.add_argument("--depth", type=int, default=30, help="chunks retrieved per mode before folding")
+    args = ap.parse_args()
+    paragraphs, questions = read_squad(args.dataset)
+    questions = questions[: args.limit]
+    settings = Settings()
+    docs = materialise(paragraphs, cache_dir("squad-v1.1-dev-docs"))
+    index_dir = cache_dir(f"squad-v1.1-dev-{settings.chunk_tokens}")
+    t0 = time.perf_counter()
+    summary = build_index([docs], index_dir, settings, progress=sys.stderr.isatty())
+    print(f"index: {summary.documents} paragraphs, {summary.chunks} chunks, embedded {summary.embedded} "
+          f"in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    assistant = Assistant(IndexStore.open(index_dir), settings)
+    retriever = assistant.retriever
+
+    load_start = load()
+    started = time.perf_counter()
+    runs: dict[str, dict[str, list[str]]] = {name: {} for name in MODES}
+    recall, f1, em, abstained, cited_gold = [], [], [], 0, 0
+    for i, (qid, question, gold_pid, golds) in enumerate(questions, start=1):
+        qv = assistant.embedder.embed_query(question)
+        for name, mode in MODES.items():
+            hits = retriever.search(question, top_k=args.depth, mode=mode, query_vector=qv)
+            runs[name][qid] = list(dict.fromkeys(doc_of(h.chunk.source) for h in hits))
+        answer = assistant.answer(question)
+        text = "" if answer.abstained else _MARKER.sub("", answer.text)
+        recall.append(answer_recall(text, golds))
+        f1.append(token_f1(text, golds))
+        em.append(exact_match(text, golds))
+        abstained += answer.abstained
+        cited_gold += bool(answer.citations) and doc_of(answer.citations[0].source) == gold_pid
+        if i % 500 == 0:
+            print(f"{i}/{len(questions)} questions, {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    qrels = {qid: {pid: 1} for qid, _, pid, _ in questions}
+
+    n = len(questions)
+    print(f"\nSQuAD v1.1 dev: {n} questions over {summary.documents} paragraphs ({summary.chunks} chunks, "
+          f"chunk_tokens={settings.chunk_tokens}); {seconds:.0f}s for the questions "
+          f"({1000 * seconds / max(n, 1):.0f} ms each: 1 embedding + 3 searches + 1 full answer); "
+          f"{cpu_count()} CPUs; load average {load_start} at start, {load()} at end\n")
+    print("| retrieval | hit@1 | hit@5 | MRR@10 |")
+    print("|---|---:|---:|---:|")
+    for name, run in runs.items():
+        m = evaluate(qrels, run, ["hit@1", "hit@5", "mrr@10"])
+        print(f"| {name} | {m['hit@1']:.4f} | {m['hit@5']:.4f} | {m['mrr@10']:.4f} |")
+    print("\n| extractive answer (`Assistant.answer`, hybrid) | value |")
+    print("|---|---:|")
+    print(f"| answer-string recall | {mean(recall):.4f} |")
+    print(f"| token F1 | {mean(f1):.4f} |")
+    print(f"| exact match | {mean(em):.4f} |")
+    print(f"| abstention rate | {abstained / max(n, 1):.4f} |")
+    print(f"| first citation in the gold paragraph | {cited_gold / max(n, 1):.4f} |")
+    answered = n - abstained
+    if answered:
+        print(f"| answer-string recall, answered questions only ({answered}) | {sum(recall) / answered:.4f} |")
+        print(f"| token F1, answered questions only | {sum(f1) / answered:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
