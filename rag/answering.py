@@ -136,12 +136,22 @@ _DATE_A = re.compile(r"\b(1[5-9]\d\d|20\d\d|January|February|March|April|May|Jun
                      r"yesterday|today|tomorrow|(last|this|next) (year|month|week)|century|decade)\b", re.I)
 
 
+_NAME_Q = re.compile(r"^\s*(who|whom|whose)\b|\b(which|what) (person|people|official|company|companies|firm|"
+                     r"organi[sz]ation|agency|minister|newspaper|university|city|country|countries)\b", re.I)
+_NAME_A = re.compile(r"[A-Z][\w’'&.-]*[\w]|[\u3400-\u9fff]+")
+_NOT_NAMES = {"the", "a", "an", "in", "on", "at", "it", "its", "this", "that", "these", "those", "for", "with",
+              "by", "from", "and", "but", "as", "their", "his", "her", "he", "she", "they", "we", "i", "if", "of",
+              "to", "after", "before", "when", "while", "there", "here", "some", "all", "most", "many", "one"}
+
+
 def answer_type(question: str) -> str | None:
-    """'date', 'number' or None (any answer)."""
+    """'date', 'number', 'name' or None (any answer)."""
     if _DATE_Q.search(question):
         return "date"
     if _NUMBER_Q.search(question):
         return "number"
+    if _NAME_Q.search(question):
+        return "name"
     return None
 
 
@@ -149,9 +159,18 @@ def has_type(text: str, kind: str | None, question: str = "") -> bool:
     """Whether text holds an answer of that kind that the question itself does not already state."""
     if kind is None:
         return True
+    if kind == "name":
+        asked = {w.lower() for w in re.findall(r"\w+", question)}
+        return any(m.group(0).lower() not in asked and m.group(0).lower() not in _NOT_NAMES
+                   and not _DATE_A.fullmatch(m.group(0)) for m in _NAME_A.finditer(text))
     pattern = _DATE_A if kind == "date" else _NUMBER_A
     asked = {m.group(0).lower() for m in pattern.finditer(question)}
     return any(m.group(0).lower() not in asked for m in pattern.finditer(text))
+
+
+def _is_heading(text: str) -> bool:
+    """A title-like line (short, no sentence punctuation) names a topic rather than stating a fact."""
+    return "\n" not in text and len(text.split()) <= 10 and not re.search(r"[.!?。！？][\"'”’)\]]*$", text)
 
 
 class ExtractiveAnswerer:
@@ -169,7 +188,7 @@ class ExtractiveAnswerer:
         and the IDF-weighted share of question terms it contains. Support additionally requires the
         kind of answer asked for (a number for "how many", a date for "when") to be present.
         """
-        cands = _candidates(hits, max_hits=5)
+        cands = _candidates(hits, max_hits=6)
         if not cands:
             return [], 0.0
         lexical = self.retriever.store.lexical
@@ -187,6 +206,8 @@ class ExtractiveAnswerer:
             c.score = 0.5 * c.cosine + 0.2 * passage_cos[c.hit.chunk.id] + 0.3 * c.overlap
             if not has_type(c.text, kind, question):
                 c.score -= 0.15
+            if _is_heading(c.text):
+                c.score -= 0.1
         cands.sort(key=lambda c: (-c.score, c.hit.rank, c.start))
         best = cands[0]
         support = best.score if has_type(best.text, kind, question) else best.score * 0.5
@@ -259,7 +280,14 @@ def _last_user_question(history: list | None) -> str | None:
 
 
 def stream_text(answer: Answer) -> Iterator[str]:
-    """The answer text sentence by sentence (what `stream()` yields for the extractive answerer)."""
-    pieces = re.split(r"(?<=\])\s+(?=\S)", answer.text) if answer.citations else [answer.text]
-    for i, piece in enumerate(pieces):
-        yield piece if i == 0 else " " + piece
+    """The answer text sentence by sentence (what `stream()` yields for the extractive answerer): one
+    piece per citation marker, split only at the markers, so the pieces join to exactly `answer.text`."""
+    text, pos = answer.text, 0
+    for c in answer.citations:
+        m = re.compile(rf"\s\[{c.n}\](?=\s|$)").search(text, pos)
+        if m is None:
+            break
+        yield text[pos:m.end()]
+        pos = m.end()
+    if pos < len(text) or not text:
+        yield text[pos:]

@@ -26,7 +26,7 @@ class Settings:
     dense_weight: float = 0.5  # convex fusion: weight of the dense score (1 - weight for BM25)
     rrf_k: int = 60
     candidates: int = 100  # per-retriever candidates pooled before fusion
-    abstain_threshold: float = 0.45
+    abstain_threshold: float = 0.3
     max_sentences: int = 3
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"

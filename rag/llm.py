@@ -104,11 +104,14 @@ def llm_answer(llm, question: str, query: str, hits: list[Hit], embedder: Embedd
 
 
 def _supporting_span(claim: str, hit: Hit, embedder: Embedder):
-    """The passage sentence that supports the claim, or None: most of the claim's content words must
-    occur in the passage, and the best sentence must be semantically close to the claim."""
+    """The passage sentence that supports the claim, or None: most of the claim's content words, and
+    every number or code in it (1964, hunter2), must occur in the passage, and the best sentence must be
+    semantically close to the claim."""
     words = _content_words(claim)
     passage_words = _content_words(hit.chunk.text)
     if not words or len(words & passage_words) / len(words) < 0.6:
+        return None
+    if any(w not in passage_words for w in words if any(ch.isdigit() for ch in w)):
         return None
     cands = _candidates([hit], max_hits=1)
     if not cands:

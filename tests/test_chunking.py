@@ -147,14 +147,17 @@ def _wordpieces(tokenizer, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]]
 
 
-def test_corpus_chunks_have_exact_offsets_and_respect_size_and_overlap(settings, counter):
+def test_corpus_chunks_have_exact_offsets_respect_size_and_overlap_and_fit_the_window(
+        settings, counter, hf_tokenizer):
     docs = load_paths([CORPUS]).documents
     assert len(docs) >= 2
     for doc in docs:
-        chunks = chunk_text(doc.text, doc.source, settings.chunk_tokens, settings.chunk_overlap, 256, counter)
+        chunks = chunk_text(doc.text, doc.source, settings.chunk_tokens, settings.chunk_overlap,
+                            settings.max_wordpieces, counter)
         assert len(chunks) >= 2
         _check_chunks(doc.text, chunks, settings.chunk_tokens, settings.chunk_overlap)
         assert any(b.start < a.end for a, b in zip(chunks, chunks[1:], strict=False)), "no overlap at all"
+        assert max(_wordpieces(hf_tokenizer, [c.text for c in chunks])) <= 256
 
 
 def _tricky_texts() -> dict[str, str]:
