@@ -92,6 +92,7 @@ class Candidate:
     score: float = 0.0
     cosine: float = 0.0
     overlap: float = 0.0
+    typed: bool = True  # holds the kind of answer the question asks for
 
 
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•–]|\d+[.)])\s+")
@@ -204,20 +205,23 @@ class ExtractiveAnswerer:
             c.cosine = float(cs)
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
             c.score = 0.5 * c.cosine + 0.2 * passage_cos[c.hit.chunk.id] + 0.3 * c.overlap
-            if not has_type(c.text, kind, question):
-                c.score -= 0.15
+            c.typed = has_type(c.text, kind, question)
             if _is_heading(c.text):
                 c.score -= 0.1
-        cands.sort(key=lambda c: (-c.score, c.hit.rank, c.start))
-        best = cands[0]
-        support = best.score if has_type(best.text, kind, question) else best.score * 0.5
+        # a sentence holding the kind of answer asked for (a number, a date, a name) outranks any that
+        # does not: a restatement of the question, however similar, is not an answer
+        cands.sort(key=lambda c: (not c.typed, -c.score, c.hit.rank, c.start))
+        # support: the best score once a missing answer kind costs 0.15, halved if even that best lacks it
+        top = max(cands, key=lambda c: c.score - (0.0 if c.typed else 0.15))
+        support = top.score if top.typed else (top.score - 0.15) * 0.5
         return cands, float(support)
 
     def select(self, cands: list[Candidate]) -> list[Candidate]:
         """The best sentence plus up to two more that score nearly as well, in reading order."""
         chosen = [cands[0]]
         for c in cands[1:]:
-            if len(chosen) >= self.settings.max_sentences or c.score < cands[0].score - 0.05:
+            if len(chosen) >= self.settings.max_sentences or c.score < cands[0].score - 0.05 \
+                    or c.typed != cands[0].typed:
                 break
             if any(c.hit.chunk.source == o.hit.chunk.source and c.start < o.end and o.start < c.end
                    for o in chosen):
