@@ -1,4 +1,4 @@
-"""Shared helpers for the LangChain peer benchmarks: an Embeddings wrapper, percentiles, load, quiet imports."""
+"""Shared helpers for the benchmarks: an Embeddings wrapper for the LangChain peer, percentiles, load, threads."""
 
 from __future__ import annotations
 
@@ -42,3 +42,12 @@ def load() -> str:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads(n: int | None) -> str:
+    """Set torch's intra-op threads (None keeps torch's default); returns the count in use, for the report."""
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+    return str(torch.get_num_threads())

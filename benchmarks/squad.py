@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beir_data import REPO, cache_dir, doc_of, materialise  # noqa: E402
-from lc_peer import cpu_count, load  # noqa: E402
+from bench_common import cpu_count, load, set_threads  # noqa: E402
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
@@ -62,7 +62,10 @@ def main() -> None:
     ap.add_argument("dataset", nargs="?", type=Path, default=SQUAD_DEV)
     ap.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
     ap.add_argument("--depth", type=int, default=30, help="chunks retrieved per mode before folding")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's own choice, one per core)")
     args = ap.parse_args()
+    threads = set_threads(args.threads)
     paragraphs, questions = read_squad(args.dataset)
     questions = questions[: args.limit]
     settings = Settings()
@@ -100,7 +103,7 @@ def main() -> None:
     print(f"\nSQuAD v1.1 dev: {n} questions over {summary.documents} paragraphs ({summary.chunks} chunks, "
           f"chunk_tokens={settings.chunk_tokens}); {seconds:.0f}s for the questions "
           f"({1000 * seconds / max(n, 1):.0f} ms each: 1 embedding + 3 searches + 1 full answer); "
-          f"{cpu_count()} CPUs; load average {load_start} at start, {load()} at end\n")
+          f"{cpu_count()} CPUs, torch threads {threads}; load average {load_start} at start, {load()} at end\n")
     print("| retrieval | hit@1 | hit@5 | MRR@10 |")
     print("|---|---:|---:|---:|")
     for name, run in runs.items():

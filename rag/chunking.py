@@ -167,7 +167,7 @@ def chunk_text(
         units.extend((ps, pe, para and k == 0) for k, (ps, pe) in enumerate(pieces))
     if not units:
         return []
-    sizes = [len(t) for t in enc.encode_ordinary_batch([text[s:e] for s, e, _ in units])]
+    sizes = _count_tokens([text[s:e] for s, e, _ in units])
     spans: list[tuple[int, int]] = []  # unit index ranges [i, j)
     i = 0
     while i < len(units):
@@ -193,15 +193,20 @@ def chunk_text(
         i = k
     ranges = [(units[a][0], units[b - 1][1]) for a, b in spans]
     # a piece cut by _split_long can re-tokenize a token or two longer than its budget: cut it again
-    ranges = _fit_window(text, ranges, chunk_tokens,
-                         lambda texts: [len(t) for t in enc.encode_ordinary_batch(texts)])
+    ranges = _fit_window(text, ranges, chunk_tokens, _count_tokens)
     if max_wordpieces and count_wordpieces is not None:
         ranges = _fit_window(text, ranges, max_wordpieces, count_wordpieces)
-    counts = [len(t) for t in enc.encode_ordinary_batch([text[s:e] for s, e in ranges])]
+    counts = _count_tokens([text[s:e] for s, e in ranges])
     return [
         Chunk(id=f"{doc_id}:{n}", doc_id=doc_id, text=text[s:e], start=s, end=e, n_tokens=c, position=n)
         for n, ((s, e), c) in enumerate(zip(ranges, counts, strict=True))
     ]
+
+
+def _count_tokens(texts: list[str]) -> list[int]:
+    """tiktoken counts; a plain loop, as encode_ordinary_batch starts a thread pool on every call."""
+    enc = encoding()
+    return [len(enc.encode_ordinary(t)) for t in texts]
 
 
 def _fit_window(text, ranges, max_wordpieces, count_wordpieces):

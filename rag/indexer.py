@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -140,8 +141,9 @@ def build_index(
             all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, model["dimension"]), np.float32)
             base = dict(old.manifest) if old is not None and not rebuild else {}
             base.update(model=model, chunking=chunking, roots=[str(p) for p in paths])
+            per_doc = Counter(c.doc_id for c in chunks)  # one pass: a count per document was quadratic
             base["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
-                                            "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)}
+                                            "chunks": per_doc[d.doc_id]}
                                  for d in docs}
             IndexStore.write(index_dir, base, docs, chunks, all_vectors)
     summary.documents = len(docs)
