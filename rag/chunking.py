@@ -150,7 +150,7 @@ def _split_long(text: str, start: int, end: int, budget: int) -> list[tuple[int,
 def chunk_text(
     text: str,
     doc_id: str,
-    chunk_tokens: int = 160,
+    chunk_tokens: int = 200,
     overlap: int = 32,
     max_wordpieces: int | None = 256,
     count_wordpieces=None,

@@ -335,13 +335,19 @@ def test_llm_that_follows_an_injected_instruction_is_caught_and_the_answer_absta
 FAITHFUL = "Li Lecheng, the head of the MIIT, wrapped up a tour of AI hotspots in Shanghai and Beijing"
 
 
-def faithful_reply(style: str) -> Callable[[list[BaseMessage]], str]:
+def citing_fact(template: str) -> Callable[[list[BaseMessage]], str]:
+    """A reply that cites, as {n}, the passage holding the tour fact, whatever rank retrieval gave it."""
     def reply(messages: list[BaseMessage]) -> str:
-        first = passage_blocks(messages[1].content)[1]
-        assert "tour of AI hotspots in Shanghai and Beijing" in first, "precondition: passage 1 holds the fact"
-        return f"{FAITHFUL} [1]." if style == "marker-then-period" else f"{FAITHFUL}. [1]"
+        blocks = passage_blocks(messages[1].content)
+        holding = [n for n, text in blocks.items() if "tour of AI hotspots in Shanghai and Beijing" in text]
+        assert holding, "precondition: a retrieved passage holds the fact"
+        return template.format(F=FAITHFUL, n=holding[0])
 
     return reply
+
+
+def faithful_reply(style: str) -> Callable[[list[BaseMessage]], str]:
+    return citing_fact("{F} [{n}]." if style == "marker-then-period" else "{F}. [{n}]")
 
 
 @pytest.mark.parametrize("style", ["marker-then-period", "period-then-marker"])
@@ -360,7 +366,7 @@ def test_llm_sentence_copying_facts_from_its_cited_passage_is_kept_with_an_exact
 
 
 def test_llm_hallucinated_sentence_is_dropped_and_flagged_while_supported_ones_stay(assistant):
-    model = FakeListChatModel(responses=[f"{FAITHFUL} [1]. Li Lecheng was born in 1964 in Hunan [1]."])
+    model = ScriptedChatModel(reply=citing_fact("{F} [{n}]. Li Lecheng was born in 1964 in Hunan [{n}]."))
     ans = with_llm(assistant, model).answer(TOUR_Q)
     assert not ans.abstained
     assert len(ans.citations) == 1 and "1964" not in ans.text and "Hunan" not in ans.text
@@ -388,7 +394,7 @@ def test_llm_sentence_citing_a_passage_that_does_not_exist_is_dropped(assistant)
 
 
 def test_llm_sentence_adding_a_number_absent_from_its_cited_passage_is_flagged(assistant):
-    model = FakeListChatModel(responses=[f"{FAITHFUL} in 2019 [1]. Li Lecheng toured 12 AI hotspots [1]."])
+    model = ScriptedChatModel(reply=citing_fact("{F} in 2019 [{n}]. Li Lecheng toured 12 AI hotspots [{n}]."))
     ans = with_llm(assistant, model).answer(TOUR_Q)
     assert ans.abstained and ans.citations == []
     assert len(ans.flagged) == 2 and "2019" in ans.flagged[0] and "12" in ans.flagged[1]

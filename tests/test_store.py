@@ -143,10 +143,11 @@ def test_kill_9_during_embedding_leaves_the_previous_index_intact(tmp_path, inde
     before = _snapshot(index_copy)
     big = tmp_path / "big"
     big.mkdir()
-    for i in range(300):
-        (big / f"note-{i:03d}.txt").write_text(
-            f"Field note {i}. Observer {i % 17} counted {i * 3 % 41} swifts over marsh {i % 11} at dawn.",
-            encoding="utf-8")
+    # enough text that embedding it takes tens of seconds: the kill must land mid-embedding, not after
+    for i in range(1500):
+        (big / f"note-{i:04d}.txt").write_text(" ".join(
+            f"Field note {i}.{j}: observer {(i + j) % 17} counted {(i * j) % 41} swifts over marsh {j % 11} "
+            f"at dawn, wind {(i + 3 * j) % 9} knots." for j in range(8)), encoding="utf-8")
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", str(big), "--index-dir", str(index_copy),
