@@ -64,11 +64,13 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=30, help="chunks retrieved per mode before folding")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own choice, one per core)")
+    ap.add_argument("--chunk-tokens", type=int, default=None, help="override the default chunk size (own index)")
+    ap.add_argument("--dense-weight", type=float, default=None, help="override the convex fusion weight")
     args = ap.parse_args()
     threads = set_threads(args.threads)
     paragraphs, questions = read_squad(args.dataset)
     questions = questions[: args.limit]
-    settings = Settings()
+    settings = Settings().replace(chunk_tokens=args.chunk_tokens, dense_weight=args.dense_weight)
     docs = materialise(paragraphs, cache_dir("squad-v1.1-dev-docs"))
     index_dir = cache_dir(f"squad-v1.1-dev-{settings.chunk_tokens}")
     t0 = time.perf_counter()
@@ -101,7 +103,8 @@ def main() -> None:
 
     n = len(questions)
     print(f"\nSQuAD v1.1 dev: {n} questions over {summary.documents} paragraphs ({summary.chunks} chunks, "
-          f"chunk_tokens={settings.chunk_tokens}); {seconds:.0f}s for the questions "
+          f"chunk_tokens={settings.chunk_tokens}, dense_weight={settings.dense_weight}); "
+          f"{seconds:.0f}s for the questions "
           f"({1000 * seconds / max(n, 1):.0f} ms each: 1 embedding + 3 searches + 1 full answer); "
           f"{cpu_count()} CPUs, torch threads {threads}; load average {load_start} at start, {load()} at end\n")
     print("| retrieval | hit@1 | hit@5 | MRR@10 |")

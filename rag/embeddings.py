@@ -83,12 +83,13 @@ class Embedder:
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
-    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Embeddings of `texts` as a float32 [n, dim] array with unit-length rows."""
+    def embed(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
+        """Embeddings of `texts` as a float32 [n, dim] array with unit-length rows. A small `batch_size`
+        suits a few texts of mixed lengths: each batch is padded only to its own longest text."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            list(texts), batch_size=batch_size or self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=progress,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -57,6 +57,10 @@ class LexicalIndex:
     def query_tokens(self, query: str) -> list[str]:
         return _tokenize([query], self._stemmer)[0]
 
+    def tokens_of(self, texts: list[str]) -> list[set[str]]:
+        """The stemmed, stopword-free terms of each text (one tokenizer call for all of them)."""
+        return [set(t) for t in _tokenize(list(texts), self._stemmer)] if texts else []
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk row for the query (zeros when no query term is known)."""
         if self.n_docs == 0:

@@ -116,13 +116,11 @@ class Retriever:
             return []
         pool = max(s.candidates, top_k)
         dense_rows = np.zeros(0, np.int64)
-        dense_all = None
         if mode in ("hybrid", "dense"):
             qv = self.embedder.embed_query(query) if query_vector is None else query_vector
             sel = None if allowed is None else np.flatnonzero(allowed)
             scores, rows = self.store.vectors.search(qv, pool, sel)
             dense_rows = rows[0][rows[0] >= 0]
-            dense_all = self._matrix @ qv if mode == "hybrid" else None
             dense_scores = scores[0][: len(dense_rows)]
         lex_all = self.store.lexical.scores(query) if mode in ("hybrid", "bm25") else None
         lex_rows = _top(lex_all, pool, allowed) if lex_all is not None else np.zeros(0, np.int64)
@@ -135,7 +133,9 @@ class Retriever:
             dense_vals, lex_vals = np.zeros(len(rows)), fused
         else:
             rows = np.unique(np.concatenate([dense_rows, lex_rows]))
-            dense_vals, lex_vals = dense_all[rows], lex_all[rows]
+            # exact dense scores of the pooled rows only: a full-matrix product would wake BLAS threads
+            # that keep spinning and slow the sentence embeddings that follow
+            dense_vals, lex_vals = self._matrix[rows] @ qv, lex_all[rows]
             if fusion == "convex":
                 w = s.dense_weight
                 fused = w * _minmax(dense_vals) + (1 - w) * _minmax(lex_vals)

@@ -108,6 +108,25 @@ def test_minister_who_toured_shanghai_and_beijing_is_li_lecheng(answers):
     assert all(c.source == TOUR for c in ans.citations if "Li Lecheng" in c.quote)
 
 
+def test_answerer_embeds_only_the_most_promising_sentences_and_still_finds_the_answer(assistant):
+    """Embedding sentences is the answerer's cost: it embeds at most `answer_candidates` per question."""
+    limit = 4
+    small = Assistant(assistant.store, assistant.settings.replace(answer_candidates=limit))
+    real = small.extractive.embedder
+    sizes = []
+
+    class Counting:
+        def embed(self, texts, progress=False, batch_size=None):
+            sizes.append(len(texts))
+            return real.embed(texts, progress, batch_size)
+
+    small.extractive.embedder = Counting()
+    ans = small.answer(TOUR_Q)
+    assert sizes and max(sizes) <= limit
+    assert not ans.abstained and "Li Lecheng" in ans.citations[0].quote
+    assert_exact_citations(ans, assistant.store)
+
+
 def test_off_topic_question_abstains_but_lists_the_closest_passages(answers):
     ans = answers[BANANA_Q]
     assert ans.abstained
