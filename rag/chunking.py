@@ -99,16 +99,21 @@ def sentence_spans(text: str) -> list[tuple[int, int, bool]]:
     while pos < n:
         m = _SENTENCE.match(text, pos)
         end = m.end() if m and m.end() > pos else n
-        s, e = pos, end
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
+        s, e = _strip(text, pos, end)
         if e > s:
             spans.append((s, e, not spans or text.count("\n", prev_end, s) >= 2))
             prev_end = e
         pos = end
     return spans
+
+
+def _strip(text: str, s: int, e: int) -> tuple[int, int]:
+    """The span [s, e) without leading and trailing whitespace."""
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return s, e
 
 
 def _split_long(text: str, start: int, end: int, budget: int) -> list[tuple[int, int]]:
@@ -131,11 +136,7 @@ def _split_long(text: str, start: int, end: int, budget: int) -> list[tuple[int,
                 cut_to = space
                 while j > i + 1 and offsets[j - 1] >= cut_to:
                     j -= 1
-        s, e = cut_from, cut_to
-        while s < e and piece[s].isspace():
-            s += 1
-        while e > s and piece[e - 1].isspace():
-            e -= 1
+        s, e = _strip(piece, cut_from, cut_to)
         if e > s:
             out.append((start + s, start + e))
         cut_from = cut_to
