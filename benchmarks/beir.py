@@ -16,10 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beir_data import SCIFACT, cache_dir, doc_of, materialise, read_beir  # noqa: E402
+from bench_common import markdown_table, metric_rows  # noqa: E402
 
 from rag.config import Settings, model_path  # noqa: E402
 from rag.embeddings import get_embedder  # noqa: E402
-from rag.evaluation import evaluate  # noqa: E402
 from rag.indexer import build_index  # noqa: E402
 from rag.retrieval import Retriever  # noqa: E402
 from rag.store import IndexStore  # noqa: E402
@@ -76,11 +76,8 @@ def main() -> None:
         runs = doc_run(retriever, queries, configs)
     print(f"\n{args.dataset.name} ({len(queries)} queries, {summary.documents} docs, {summary.chunks} chunks, "
           f"chunk_tokens={settings.chunk_tokens})\n")
-    print("| retrieval | nDCG@10 | recall@100 | MRR@10 |")
-    print("|---|---:|---:|---:|")
-    for cname, run in runs.items():
-        m = evaluate(qrels, run, ["ndcg@10", "recall@100", "mrr@10"])
-        print(f"| {cname} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} |")
+    print(markdown_table(["retrieval", "nDCG@10", "recall@100", "MRR@10"],
+                         metric_rows(qrels, runs, ["ndcg@10", "recall@100", "mrr@10"])))
 
 
 if __name__ == "__main__":

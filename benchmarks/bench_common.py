@@ -26,6 +26,20 @@ class EmbedderEmbeddings(Embeddings):
         return self.embedder.embed_query(text).tolist()
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def metric_rows(qrels: dict, runs: dict, metrics: list[str]) -> list[list[str]]:
+    """One row per named run: its name, then each metric to 4 decimals."""
+    from rag.evaluation import evaluate
+
+    return [[name, *(f"{m[k]:.4f}" for k in metrics)] for name, run in runs.items()
+            for m in [evaluate(qrels, run, metrics)]]
+
+
 def percentiles(ms: list[float]) -> tuple[float, float]:
     """(p50, p95) of a list of milliseconds."""
     a = np.asarray(ms, dtype=np.float64)

@@ -30,11 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beir_data import SCIFACT, cache_dir, doc_of, doc_text, materialise, read_beir  # noqa: E402
-from bench_common import cpu_count, load, percentiles, set_threads  # noqa: E402
+from bench_common import cpu_count, load, markdown_table, metric_rows, percentiles, set_threads  # noqa: E402
 
 from rag.config import Settings, model_path  # noqa: E402
 from rag.embeddings import get_embedder  # noqa: E402
-from rag.evaluation import evaluate  # noqa: E402
 from rag.indexer import build_index  # noqa: E402
 from rag.retrieval import Retriever  # noqa: E402
 from rag.store import IndexStore  # noqa: E402
@@ -136,15 +135,14 @@ def main() -> None:
     print(f"\n{args.dataset.name} ({len(queries)} queries, {len(corpus)} docs; {cpu_count()} CPUs, "
           f"torch threads {threads}; load average {load_start} at start, "
           f"{load_queries} before queries, {load_end} at end)\n")
-    print("| system | nDCG@10 | recall@100 | MRR@10 | chunks | ingest s | ingest CPU s | query p50 ms | "
-          "query p95 ms | query CPU p50 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (key, ingest, ingest_cpu, n_chunks) in rows.items():
-        m = evaluate(qrels, runs[key], METRICS)
+    quality = metric_rows(qrels, {name: runs[key] for name, (key, *_) in rows.items()}, METRICS)
+    table = []
+    for q, (key, ingest, ingest_cpu, n_chunks) in zip(quality, rows.values(), strict=True):
         p50, p95 = percentiles(times[key])
         c50, _ = percentiles(cpu[key])
-        print(f"| {name} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} | {n_chunks} | "
-              f"{ingest:.1f} | {ingest_cpu:.1f} | {p50:.1f} | {p95:.1f} | {c50:.1f} |")
+        table.append([*q, n_chunks, *(f"{v:.1f}" for v in (ingest, ingest_cpu, p50, p95, c50))])
+    print(markdown_table(["system", "nDCG@10", "recall@100", "MRR@10", "chunks", "ingest s", "ingest CPU s",
+                          "query p50 ms", "query p95 ms", "query CPU p50 ms"], table))
     print("\ningest s / query ms: wall clock. CPU: process CPU time (all threads), which depends far less on "
           "other processes' load.")
 

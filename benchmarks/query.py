@@ -31,7 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beir_data import SCIFACT, cache_dir, materialise, read_beir  # noqa: E402
-from bench_common import EmbedderEmbeddings, cpu_count, load, percentiles, set_threads  # noqa: E402
+from bench_common import (  # noqa: E402
+    EmbedderEmbeddings,
+    cpu_count,
+    load,
+    markdown_table,
+    percentiles,
+    set_threads,
+)
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
@@ -107,12 +114,10 @@ def main() -> None:
           f"(peer k={settings.top_k} per retriever), warm-up {args.warmup} queries; "
           f"{cpu_count()} CPUs, torch threads {threads}; "
           f"load average {load_before} before, {load_after} after; {abstained} answers abstained\n")
-    print("| system | p50 ms | p95 ms | peer/this p50 | peer/this p95 | CPU p50 ms | CPU p95 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, (p50, p95) in stats.items():
-        c50, c95 = percentiles(cpu[name])
-        print(f"| {name} | {p50:.1f} | {p95:.1f} | {peer[0] / p50:.2f}x | {peer[1] / p95:.2f}x "
-              f"| {c50:.1f} | {c95:.1f} |")
+    rows = [[name, f"{p50:.1f}", f"{p95:.1f}", f"{peer[0] / p50:.2f}x", f"{peer[1] / p95:.2f}x",
+             *(f"{c:.1f}" for c in percentiles(cpu[name]))] for name, (p50, p95) in stats.items()]
+    print(markdown_table(["system", "p50 ms", "p95 ms", "peer/this p50", "peer/this p95", "CPU p50 ms", "CPU p95 ms"],
+                         rows))
     print("\np50/p95: wall-clock latency. CPU: process CPU time per query (all threads); with one torch thread it "
           "is close to the wall time on an idle machine, and it depends far less on other processes' load.")
 

@@ -28,11 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beir_data import REPO, cache_dir, doc_of, materialise  # noqa: E402
-from bench_common import cpu_count, load, set_threads  # noqa: E402
+from bench_common import cpu_count, load, markdown_table, metric_rows, set_threads  # noqa: E402
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.evaluation import answer_recall, evaluate, exact_match, mean, token_f1  # noqa: E402
+from rag.evaluation import answer_recall, exact_match, mean, token_f1  # noqa: E402
 from rag.indexer import build_index  # noqa: E402
 from rag.store import IndexStore  # noqa: E402
 
@@ -107,22 +107,17 @@ def main() -> None:
           f"{seconds:.0f}s for the questions "
           f"({1000 * seconds / max(n, 1):.0f} ms each: 1 embedding + 3 searches + 1 full answer); "
           f"{cpu_count()} CPUs, torch threads {threads}; load average {load_start} at start, {load()} at end\n")
-    print("| retrieval | hit@1 | hit@5 | MRR@10 |")
-    print("|---|---:|---:|---:|")
-    for name, run in runs.items():
-        m = evaluate(qrels, run, ["hit@1", "hit@5", "mrr@10"])
-        print(f"| {name} | {m['hit@1']:.4f} | {m['hit@5']:.4f} | {m['mrr@10']:.4f} |")
-    print("\n| extractive answer (`Assistant.answer`, hybrid) | value |")
-    print("|---|---:|")
-    print(f"| answer-string recall | {mean(recall):.4f} |")
-    print(f"| token F1 | {mean(f1):.4f} |")
-    print(f"| exact match | {mean(em):.4f} |")
-    print(f"| abstention rate | {abstained / max(n, 1):.4f} |")
-    print(f"| first citation in the gold paragraph | {cited_gold / max(n, 1):.4f} |")
+    print(markdown_table(["retrieval", "hit@1", "hit@5", "MRR@10"],
+                         metric_rows(qrels, runs, ["hit@1", "hit@5", "mrr@10"])))
+    answers = [["answer-string recall", mean(recall)], ["token F1", mean(f1)], ["exact match", mean(em)],
+               ["abstention rate", abstained / max(n, 1)],
+               ["first citation in the gold paragraph", cited_gold / max(n, 1)]]
     answered = n - abstained
     if answered:
-        print(f"| answer-string recall, answered questions only ({answered}) | {sum(recall) / answered:.4f} |")
-        print(f"| token F1, answered questions only | {sum(f1) / answered:.4f} |")
+        answers += [[f"answer-string recall, answered questions only ({answered})", sum(recall) / answered],
+                    ["token F1, answered questions only", sum(f1) / answered]]
+    print("\n" + markdown_table(["extractive answer (`Assistant.answer`, hybrid)", "value"],
+                               [[name, f"{v:.4f}"] for name, v in answers]))
 
 
 if __name__ == "__main__":

