@@ -28,6 +28,7 @@ class Settings:
     candidates: int = 100  # per-retriever candidates pooled before fusion
     abstain_threshold: float = 0.3
     max_sentences: int = 3
+    answer_margin: float = 0.05  # extra answer sentences must score within this of the best one
     answer_candidates: int = 12  # sentences embedded per question by the extractive answerer
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"
