@@ -237,7 +237,8 @@ class ExtractiveAnswerer:
         self.retriever = retriever
         self.settings = settings
 
-    def score(self, question: str, qv: np.ndarray, hits: list[Hit]) -> tuple[list[Candidate], float]:
+    def score(self, question: str, qv: np.ndarray, hits: list[Hit],
+              question_tokens: tuple[np.ndarray, list[str]] | None = None) -> tuple[list[Candidate], float]:
         """Candidates best first, and the support of the best one (0..1).
 
         A sentence scores by its word-by-word alignment with the question (0.5), its own similarity to
@@ -268,8 +269,8 @@ class ExtractiveAnswerer:
         cands.sort(key=lambda c: (not c.typed, -(c.score + 0.1 * (1 - (c.hit.rank - 1) / n_hits)), c.start))
         cands = cands[: self.settings.answer_candidates]
         # small batches: short sentences are not padded to the longest one
-        vecs, sent_tokens, _ = self.embedder.embed_tokens([c.text for c in cands], batch_size=4)
-        q_tokens, q_weights = self._question_tokens(question)
+        vecs, sent_tokens, _ = self.embedder.embed_tokens([c.text for c in cands], batch_size=4, pieces=False)
+        q_tokens, q_weights = self._question_tokens(question, question_tokens)
         for c, cs, st in zip(cands, vecs @ qv, sent_tokens, strict=True):
             c.cosine = float(cs)
             c.alignment = alignment(q_tokens, st, q_weights)
@@ -286,12 +287,15 @@ class ExtractiveAnswerer:
         support = top.support if top.typed else (top.support - 0.15) * 0.5
         return cands, float(support)
 
-    def _question_tokens(self, question: str) -> tuple[np.ndarray, np.ndarray]:
+    def _question_tokens(self, question: str, encoded: tuple[np.ndarray, list[str]] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """The question's contextual word-piece embeddings without question words and punctuation, and
         each one's weight: the IDF in this index of the word it belongs to (a word the index has never
         seen weighs most), so that "Cambricon" counts for more than "plan" or "AI"."""
-        _, tokens, pieces = self.embedder.embed_tokens([question])
-        pieces, tokens = pieces[0], tokens[0]
+        if encoded is None:
+            _, tokens_of, pieces_of = self.embedder.embed_tokens([question])
+            encoded = (tokens_of[0], pieces_of[0])
+        tokens, pieces = encoded
         words, owner = [], []
         for p in pieces:
             if p.startswith("##") and words:
@@ -303,10 +307,9 @@ class ExtractiveAnswerer:
         if not keep:
             return tokens, np.ones(len(tokens), dtype=np.float32)
         lexical = self.retriever.store.lexical
-        idf: dict[int, float] = {}
-        for w in {owner[i] for i in keep}:
-            stems = lexical.query_tokens(words[w])
-            idf[w] = max(idf_weights(lexical, stems)) if stems else 0.0
+        kept_words = sorted({owner[i] for i in keep})
+        idf = {w: max(idf_weights(lexical, sorted(stems)), default=0.0)
+               for w, stems in zip(kept_words, lexical.tokens_of([words[w] for w in kept_words]), strict=True)}
         weights = np.array([idf[owner[i]] for i in keep], dtype=np.float32)
         if weights.sum() <= 0:
             weights = np.ones_like(weights)
@@ -326,9 +329,12 @@ class ExtractiveAnswerer:
         order = {h: i for i, h in enumerate(dict.fromkeys(c.hit.chunk.source for c in chosen))}
         return sorted(chosen, key=lambda c: (order[c.hit.chunk.source], c.start))
 
-    def answer(self, question: str, hits: list[Hit], qv: np.ndarray, query: str | None = None) -> Answer:
+    def answer(self, question: str, hits: list[Hit], qv: np.ndarray, query: str | None = None,
+               query_tokens: tuple[np.ndarray, list[str]] | None = None) -> Answer:
+        """`query_tokens`: the query's word-piece embeddings and strings, if already computed
+        (`Embedder.embed_tokens`); otherwise they are computed here."""
         query = query or question
-        cands, support = self.score(query, qv, hits)
+        cands, support = self.score(query, qv, hits, query_tokens)
         passages = passages_of(hits)
         if not cands or support < self.settings.abstain_threshold:
             return Answer(question, NOT_IN_CORPUS, [], True, passages, round(support, 4), query)

@@ -78,7 +78,9 @@ class Assistant:
         with self._lock:
             retriever, extractive = self.retriever, self.extractive
         query = resolve_follow_up(question, history)
-        qv = self.embedder.embed_query(query)
+        # one forward pass gives the query vector and the word-piece embeddings the answerer aligns
+        vectors, tokens, pieces = self.embedder.embed_tokens([query])
+        qv = vectors[0]
         hits = retriever.search(query, top_k=top_k, mode=mode, filters=filters, query_vector=qv)
         use_llm = answerer == "llm" or (answerer is None and self.llm is not None)
         if use_llm:
@@ -87,7 +89,7 @@ class Assistant:
             from .llm import llm_answer
 
             return llm_answer(self.llm, question, query, hits, self.embedder, self.settings)
-        return extractive.answer(question, hits, qv, query)
+        return extractive.answer(question, hits, qv, query, query_tokens=(tokens[0], pieces[0]))
 
     def stream(self, question: str, history: list | None = None, **kw) -> Iterator[str]:
         """The answer text, piece by piece (sentence by sentence for the extractive answerer)."""

@@ -97,24 +97,26 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
-    def embed_tokens(self, texts: list[str], batch_size: int | None = None
+    def embed_tokens(self, texts: list[str], batch_size: int | None = None, pieces: bool = True
                      ) -> tuple[np.ndarray, list[np.ndarray], list[list[str]]]:
         """Sentence embeddings (as `embed`) and, from the same forward pass, each text's contextual
-        word-piece embeddings (unit rows, [CLS]/[SEP] dropped) with their word-piece strings."""
+        word-piece embeddings (unit rows, [CLS]/[SEP] dropped) with their word-piece strings (empty
+        lists when `pieces` is False)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), [], []
         outs = self.model.encode(list(texts), batch_size=batch_size or self.batch_size, output_value=None,
                                  show_progress_bar=False)
         vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outs]).astype(np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        tokens, pieces = [], []
+        tokens, strings = [], []
         for o in outs:
             n = int(o["attention_mask"].sum())  # a batch pads every text to its longest one
             t = o["token_embeddings"][1:n - 1].float().numpy()
             tokens.append(np.ascontiguousarray(t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12),
                                                dtype=np.float32))
-            pieces.append(self.model.tokenizer.convert_ids_to_tokens(o["input_ids"][1:n - 1].tolist()))
-        return np.ascontiguousarray(vectors), tokens, pieces
+            strings.append(self.model.tokenizer.convert_ids_to_tokens(o["input_ids"][1:n - 1].tolist())
+                           if pieces else [])
+        return np.ascontiguousarray(vectors), tokens, strings
 
 
 _cache: dict[tuple[str, int], Embedder] = {}

@@ -120,9 +120,9 @@ def test_answerer_embeds_only_the_most_promising_sentences_and_still_finds_the_a
             sizes.append(len(texts))
             return real.embed(texts, progress, batch_size)
 
-        def embed_tokens(self, texts, batch_size=None):
+        def embed_tokens(self, texts, batch_size=None, pieces=True):
             sizes.append(len(texts))
-            return real.embed_tokens(texts, batch_size)
+            return real.embed_tokens(texts, batch_size, pieces)
 
     small.extractive.embedder = Counting()
     ans = small.answer(TOUR_Q)
