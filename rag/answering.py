@@ -166,27 +166,16 @@ _PATTERNS = {"date": _DATE_A, "year": _YEAR_A, "calendar date": _CALENDAR_A, "we
              "money": _MONEY_A, "number": _NUMBER_A, "count": _NUMBER_A}
 
 
+# first match wins: the narrower kinds come before the broader ones they overlap with
+_QUESTION_KINDS = [("weekday", _WEEKDAY_Q), ("calendar date", _CALENDAR_Q), ("year", _YEAR_Q), ("date", _DATE_Q),
+                   ("money", _MONEY_Q), ("count", _COUNT_Q), ("number", _NUMBER_Q), ("name", _NAME_Q)]
+
+
 def answer_type(question: str) -> str | None:
     """The kind of answer asked for: 'weekday', 'calendar date' (a day of a month), 'year', 'date' (any
     time), 'money', 'count' (how many / how much: a number that is not a year), 'number', 'name', or
     None (any answer)."""
-    if _WEEKDAY_Q.search(question):
-        return "weekday"
-    if _CALENDAR_Q.search(question):
-        return "calendar date"
-    if _YEAR_Q.search(question):
-        return "year"
-    if _DATE_Q.search(question):
-        return "date"
-    if _MONEY_Q.search(question):
-        return "money"
-    if _COUNT_Q.search(question):
-        return "count"
-    if _NUMBER_Q.search(question):
-        return "number"
-    if _NAME_Q.search(question):
-        return "name"
-    return None
+    return next((kind for kind, pattern in _QUESTION_KINDS if pattern.search(question)), None)
 
 
 def has_type(text: str, kind: str | None, question: str = "") -> bool:
