@@ -235,8 +235,8 @@ class ExtractiveAnswerer:
         it contains (0.3). Support additionally requires the kind of answer asked for (a number for
         "how many", a year for "what year", an amount for "how much money") to be present. Only the
         `answer_candidates` most promising sentences (by the cheap signals) are embedded. The weights
-        were chosen on a SQuAD dev sample (answer sentence at rank 1: 0.70 → 0.72) and checked on
-        eval/qa.jsonl.
+        were chosen on a SQuAD dev sample (first citation holds the answer: 0.689 → 0.719 on 1,510
+        questions) and checked on eval/qa.jsonl.
         """
         cands = _candidates(hits, max_hits=6)
         if not cands:
