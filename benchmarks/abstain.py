@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import REPO, cache_dir, materialise  # noqa: E402
+from beir_data import REPO, cache_dir  # noqa: E402
 from bench_common import markdown_table  # noqa: E402
-from squad import SQUAD_DEV, read_squad  # noqa: E402
+from squad import SQUAD_DEV, read_squad, squad_index  # noqa: E402
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
@@ -58,10 +58,7 @@ def main() -> None:
     paragraphs, squad = read_squad(SQUAD_DEV)
     sample = squad[:: max(len(squad) // args.offtopic, 1)][: args.offtopic]
     offtopic = supports(on_corpus, [q for _, q, _, _ in sample])
-    squad_docs = materialise(paragraphs, cache_dir("squad-v1.1-dev-docs"))
-    squad_index = cache_dir(f"squad-v1.1-dev-{settings.chunk_tokens}")
-    build_index([squad_docs], squad_index, settings)
-    on_squad = Assistant(IndexStore.open(squad_index), settings)
+    on_squad = Assistant(IndexStore.open(squad_index(paragraphs, settings)[0]), settings)
     squad_answerable = supports(on_squad, [q for _, q, _, _ in sample])
 
     print(f"\nsupport of {len(items)} eval/qa.jsonl questions and {len(sample)} SQuAD dev questions; "

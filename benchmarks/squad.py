@@ -57,6 +57,14 @@ def read_squad(path: Path):
     return paragraphs, questions
 
 
+def squad_index(paragraphs: dict, settings: Settings, progress: bool = False):
+    """(index folder, BuildSummary): the paragraphs as .txt files, indexed (incrementally) under
+    .cache/bench/ with these settings' chunk size."""
+    docs = materialise(paragraphs, cache_dir("squad-v1.1-dev-docs"))
+    index_dir = cache_dir(f"squad-v1.1-dev-{settings.chunk_tokens}")
+    return index_dir, build_index([docs], index_dir, settings, progress=progress)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", nargs="?", type=Path, default=SQUAD_DEV)
@@ -71,10 +79,8 @@ def main() -> None:
     paragraphs, questions = read_squad(args.dataset)
     questions = questions[: args.limit]
     settings = Settings().replace(chunk_tokens=args.chunk_tokens, dense_weight=args.dense_weight)
-    docs = materialise(paragraphs, cache_dir("squad-v1.1-dev-docs"))
-    index_dir = cache_dir(f"squad-v1.1-dev-{settings.chunk_tokens}")
     t0 = time.perf_counter()
-    summary = build_index([docs], index_dir, settings, progress=sys.stderr.isatty())
+    index_dir, summary = squad_index(paragraphs, settings, progress=sys.stderr.isatty())
     print(f"index: {summary.documents} paragraphs, {summary.chunks} chunks, embedded {summary.embedded} "
           f"in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     assistant = Assistant(IndexStore.open(index_dir), settings)
