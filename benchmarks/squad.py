@@ -27,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import REPO, cache_dir, doc_of, materialise  # noqa: E402
+from beir_data import cache_dir, doc_of, materialise  # noqa: E402
 from bench_common import cpu_count, load, markdown_table, metric_rows, set_threads  # noqa: E402
+from train_reader import SQUAD_DEV, held_out_titles  # noqa: E402
 
 from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
@@ -36,9 +37,12 @@ from rag.evaluation import answer_recall, exact_match, mean, token_f1  # noqa: E
 from rag.indexer import build_index  # noqa: E402
 from rag.store import IndexStore  # noqa: E402
 
-SQUAD_DEV = REPO.parent / "shared" / "benchmarks" / "squad-v1.1" / "dev-v1.1.json"
 MODES = {"bm25": "bm25", "dense": "dense", "hybrid (default)": "hybrid"}
 _MARKER = re.compile(r"\s*\[\d+\]")
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^\w-]+", "_", title).strip("_") or "article"
 
 
 def read_squad(path: Path):
@@ -48,7 +52,7 @@ def read_squad(path: Path):
     by_text: dict[str, str] = {}
     questions = []
     for article in data:
-        slug = re.sub(r"[^\w-]+", "_", article["title"]).strip("_") or "article"
+        slug = _slug(article["title"])
         for n, para in enumerate(article["paragraphs"]):
             pid = by_text.setdefault(para["context"], f"{slug}-{n:03d}")
             paragraphs.setdefault(pid, ("", para["context"]))
@@ -69,6 +73,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", nargs="?", type=Path, default=SQUAD_DEV)
     ap.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
+    ap.add_argument("--held-out", action="store_true",
+                    help="ask only questions of the articles the reader was not trained on (see train_reader.py)")
+    ap.add_argument("--every", type=int, default=1, help="ask every K-th question only (a spread-out sample)")
+    ap.add_argument("--no-reader", action="store_true", help="answer without the reader (rag/reader.py)")
     ap.add_argument("--depth", type=int, default=30, help="chunks retrieved per mode before folding")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own choice, one per core)")
@@ -77,8 +85,12 @@ def main() -> None:
     args = ap.parse_args()
     threads = set_threads(args.threads)
     paragraphs, questions = read_squad(args.dataset)
-    questions = questions[: args.limit]
-    settings = Settings().replace(chunk_tokens=args.chunk_tokens, dense_weight=args.dense_weight)
+    if args.held_out:
+        held = {_slug(title) for title in held_out_titles(args.dataset)}
+        questions = [q for q in questions if q[2].rsplit("-", 1)[0] in held]
+    questions = questions[:: args.every][: args.limit]
+    settings = Settings().replace(chunk_tokens=args.chunk_tokens, dense_weight=args.dense_weight,
+                                  reader=False if args.no_reader else None)
     t0 = time.perf_counter()
     index_dir, summary = squad_index(paragraphs, settings, progress=sys.stderr.isatty())
     print(f"index: {summary.documents} paragraphs, {summary.chunks} chunks, embedded {summary.embedded} "
@@ -108,7 +120,10 @@ def main() -> None:
     qrels = {qid: {pid: 1} for qid, _, pid, _ in questions}
 
     n = len(questions)
-    print(f"\nSQuAD v1.1 dev: {n} questions over {summary.documents} paragraphs ({summary.chunks} chunks, "
+    which = " (held-out articles)" if args.held_out else ""
+    which += f" (every {args.every}th)" if args.every > 1 else ""
+    which += " (no reader)" if args.no_reader else ""
+    print(f"\nSQuAD v1.1 dev{which}: {n} questions over {summary.documents} paragraphs ({summary.chunks} chunks, "
           f"chunk_tokens={settings.chunk_tokens}, dense_weight={settings.dense_weight}); "
           f"{seconds:.0f}s for the questions "
           f"({1000 * seconds / max(n, 1):.0f} ms each: 1 embedding + 3 searches + 1 full answer); "

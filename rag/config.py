@@ -29,7 +29,9 @@ class Settings:
     abstain_threshold: float = 0.3
     max_sentences: int = 3
     answer_margin: float = 0.05  # extra answer sentences must score within this of the best one
-    answer_candidates: int = 12  # sentences embedded per question by the extractive answerer
+    answer_candidates: int = 64  # sentences scored per question by the extractive answerer (embedder + reader)
+    reader: bool = True  # rank answer sentences with the trained cross-encoder (rag/reader.py) too
+    reader_weight: float = 0.75  # its probability's weight in a sentence's score
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"
     llm_api_key: str = "not-needed"

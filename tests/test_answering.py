@@ -33,6 +33,7 @@ ANSWERABLE = [
     "How many measures does the Beijing Action Plan introduce?",
     "What support does the Beijing action plan offer for new equipment?",
     "Which action plans did Shenzhen release in March?",
+    "What are the key focus areas for Shanghai listed in the key points?",  # a list: several sentences
 ]
 
 ANSWER_KEYS = {"question", "answer", "abstained", "citations", "passages"}

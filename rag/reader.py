@@ -1,0 +1,170 @@
+"""The answer-sentence reader: does this sentence answer this question? A cross-encoder.
+
+The question and one sentence are read together, as one input ([CLS] question [SEP] sentence [SEP]),
+so every word of the question attends to every word of the sentence. The embedder cannot do this: it
+encodes them apart. The reader is the shipped all-MiniLM-L6-v2 with its upper layers fine-tuned and a
+one-unit head on the mean of its outputs. It was trained by `benchmarks/train_reader.py` on half of the
+SQuAD v1.1 dev articles. Only the trained layers ship, in `rag/reader/reader.safetensors` (float16).
+They are loaded on top of the base model, whose hash `reader.json` records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+READER_DIR = Path(__file__).resolve().parent / "reader"
+WEIGHTS = "reader.safetensors"
+CONFIG = "reader.json"
+
+
+class ReaderError(Exception):
+    """The reader's weights are missing or do not fit the base model."""
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Reader:
+    """Scores (question, sentence) pairs: the probability that the sentence holds the answer."""
+
+    def __init__(self, model, tokenizer, frozen: int, max_length: int = 256, base_sha256: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.frozen = frozen
+        self.max_length = max_length
+        self.base_sha256 = base_sha256
+        # a fast tokenizer is not safe to call from several threads at once (the web app's workers)
+        self._tokenize_lock = threading.Lock()
+
+    @classmethod
+    def untrained(cls, base_dir: str | Path, frozen: int = 2) -> Reader:
+        """The base model with a fresh head; the embeddings and the lower `frozen` layers do not train."""
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        base_dir = Path(base_dir)
+        encoder = AutoModel.from_pretrained(str(base_dir), local_files_only=True)
+        model = _CrossEncoder(encoder)
+        for p in model.encoder.embeddings.parameters():
+            p.requires_grad = False
+        for layer in model.encoder.encoder.layer[:frozen]:
+            for p in layer.parameters():
+                p.requires_grad = False
+        if getattr(model.encoder, "pooler", None) is not None:
+            for p in model.encoder.pooler.parameters():
+                p.requires_grad = False
+        torch.nn.init.normal_(model.head.weight, std=0.02)
+        torch.nn.init.zeros_(model.head.bias)
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
+        return cls(model, tokenizer, frozen, base_sha256=_file_sha256(base_dir / "model.safetensors"))
+
+    @classmethod
+    def load(cls, base_dir: str | Path, reader_dir: str | Path = READER_DIR) -> Reader:
+        """The trained reader: the base model with the saved layers and head put over it."""
+        from safetensors.torch import load_file
+
+        reader_dir, base_dir = Path(reader_dir), Path(base_dir)
+        try:
+            config = json.loads((reader_dir / CONFIG).read_text(encoding="utf-8"))
+            weights = load_file(str(reader_dir / WEIGHTS))
+        except (OSError, ValueError) as e:
+            raise ReaderError(f"cannot read the reader in {reader_dir}: {e}") from None
+        reader = cls.untrained(base_dir, frozen=int(config["frozen"]))
+        if config.get("base_sha256") != reader.base_sha256:
+            raise ReaderError(f"the reader in {reader_dir} was trained on another base model than {base_dir}")
+        state = reader.model.state_dict()
+        missing = [k for k in weights if k not in state]
+        if missing:
+            raise ReaderError(f"the reader in {reader_dir} has weights the base model lacks: {missing[:3]}")
+        reader.model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        reader.max_length = int(config.get("max_length", reader.max_length))
+        reader.model.eval()
+        for p in reader.model.parameters():
+            p.requires_grad = False
+        return reader
+
+    def save(self, out_dir: str | Path, meta: dict | None = None) -> None:
+        """Only the trained parameters (float16) and the settings needed to rebuild the reader."""
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        import torch
+
+        trained = {n: p.detach().to(dtype=torch.float16).contiguous()
+                   for n, p in self.model.named_parameters() if p.requires_grad}
+        save_file(trained, str(out_dir / WEIGHTS))
+        config = {"frozen": self.frozen, "max_length": self.max_length, "base_sha256": self.base_sha256,
+                  "pooling": "mean", **(meta or {})}
+        (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def logits(self, questions: list[str], sentences: list[str]):
+        """One logit per pair (a torch tensor; gradients flow when the model trains)."""
+        with self._tokenize_lock:
+            batch = self.tokenizer(questions, sentences, padding=True, truncation="longest_first",
+                                   max_length=self.max_length, return_tensors="pt")
+        return self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+
+    def scores(self, question: str, sentences: list[str], batch_size: int = 16) -> np.ndarray:
+        """The probability, for each sentence, that it holds the answer to the question."""
+        import torch
+
+        if not sentences:
+            return np.zeros(0, dtype=np.float32)
+        out = []
+        with torch.inference_mode():
+            # sorted by length: each batch is padded only to its own longest pair
+            order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                out.append((idx, torch.sigmoid(self.logits([question] * len(idx), [sentences[j] for j in idx]))))
+        probs = np.zeros(len(sentences), dtype=np.float32)
+        for idx, p in out:
+            probs[idx] = p.numpy()
+        return probs
+
+
+def _cross_encoder_class():
+    import torch
+
+    class CrossEncoder(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+            self.head = torch.nn.Linear(encoder.config.hidden_size, 1)
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return self.head(pooled).squeeze(-1)
+
+    return CrossEncoder
+
+
+def _CrossEncoder(encoder):  # noqa: N802 - a factory standing in for a class torch must not import eagerly
+    return _cross_encoder_class()(encoder)
+
+
+_cache: dict[str, Reader] = {}
+_lock = threading.Lock()
+
+
+def get_reader(base_dir: str | Path, reader_dir: str | Path = READER_DIR) -> Reader:
+    """One shared reader per process (loading takes about a second)."""
+    key = f"{Path(base_dir).resolve()}|{Path(reader_dir).resolve()}"
+    with _lock:
+        if key not in _cache:
+            _cache[key] = Reader.load(base_dir, reader_dir)
+        return _cache[key]
