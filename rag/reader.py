@@ -10,12 +10,13 @@ They are loaded on top of the base model, whose hash `reader.json` records.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from .store import file_sha256
 
 READER_DIR = Path(__file__).resolve().parent / "reader"
 WEIGHTS = "reader.safetensors"
@@ -24,14 +25,6 @@ CONFIG = "reader.json"
 
 class ReaderError(Exception):
     """The reader's weights are missing or do not fit the base model."""
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Reader:
@@ -66,7 +59,7 @@ class Reader:
         torch.nn.init.normal_(model.head.weight, std=0.02)
         torch.nn.init.zeros_(model.head.bias)
         tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
-        return cls(model, tokenizer, frozen, base_sha256=_file_sha256(base_dir / "model.safetensors"))
+        return cls(model, tokenizer, frozen, base_sha256=file_sha256(base_dir / "model.safetensors"))
 
     @classmethod
     def load(cls, base_dir: str | Path, reader_dir: str | Path = READER_DIR) -> Reader:

@@ -130,7 +130,8 @@ class FaissVectorStore:
         return cls(dimension, index)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -216,7 +217,7 @@ class IndexStore:
         data = index_dir / manifest["data"]
         for name, info in manifest["files"].items():
             path = data / name
-            if not path.is_file() or path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
+            if not path.is_file() or path.stat().st_size != info["size"] or file_sha256(path) != info["sha256"]:
                 raise IndexStoreError(f"index file {manifest['data']}/{name} is missing, truncated or "
                                       f"changed; {REBUILD_HINT}")
         try:
@@ -268,7 +269,7 @@ class IndexStore:
         store.save(tmp / "vectors.faiss")
         (tmp / "bm25").mkdir()
         LexicalIndex.build([c.text for c in chunks]).save(tmp / "bm25")
-        files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         _fsync_tree(tmp)
         final = index_dir / name
