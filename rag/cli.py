@@ -184,13 +184,14 @@ _EXTRA_COMMANDS: list = [_register_serve]
 def main(argv: list[str] | None = None) -> int:
     from .embeddings import EmbeddingError
     from .loaders import LoaderError
+    from .reader import ReaderError
     from .store import IndexStoreError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, LoaderError, IndexStoreError, EmbeddingError, ValueError, OSError) as e:
+    except (CliError, LoaderError, IndexStoreError, EmbeddingError, ReaderError, ValueError, OSError) as e:
         print(f"rag {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
