@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rag.config import default_model_path
-from rag.reader import CONFIG, READER_DIR, WEIGHTS, Reader, ReaderError, get_reader
+from rag.reader import CONFIG, DELTA_U, DELTA_V, READER_DIR, WEIGHTS, Reader, ReaderError, get_reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -23,9 +23,16 @@ def reader() -> Reader:
 
 def test_shipped_weights_are_small_and_recorded():
     weights = READER_DIR / WEIGHTS
-    assert weights.is_file() and weights.stat().st_size < 30_000_000
+    assert weights.is_file() and weights.stat().st_size < 5_000_000  # the project's limit for a file in git
     config = json.loads((READER_DIR / CONFIG).read_text())
     assert config["pooling"] == "mean" and 0 <= config["frozen"] < 6 and len(config["base_sha256"]) == 64
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "np") as f:
+        names = list(f.keys())
+    # every trained matrix ships as a low-rank change; vectors and the head whole
+    assert sum(n.endswith(DELTA_U) for n in names) == sum(n.endswith(DELTA_V) for n in names) > 0
+    assert "head.weight" in names and config["delta_rank"] > 0
 
 
 def test_reader_prefers_the_sentence_that_answers(reader):
@@ -65,22 +72,43 @@ def test_missing_weights_name_the_folder(tmp_path):
         Reader.load(default_model_path(), tmp_path)
 
 
-def test_save_and_load_keep_the_trained_layers(tmp_path):
+@pytest.mark.parametrize("rank", [64, 0])
+def test_save_and_load_keep_the_trained_layers(tmp_path, rank):
     import torch
 
     torch.manual_seed(1)
     fresh = Reader.untrained(default_model_path(), frozen=5)
     trained = {n for n, p in fresh.model.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith(("encoder.encoder.layer.5.", "head.")) for n in trained)
+    layer = fresh.model.encoder.encoder.layer[5]
     with torch.no_grad():
         fresh.model.head.weight.add_(0.5)
-    fresh.save(tmp_path, meta={"note": "test"})
+        # a change of rank 3: kept exactly by the rank-64 factors
+        layer.intermediate.dense.weight.add_(0.05 * torch.randn(1536, 3) @ torch.randn(3, 384))
+        layer.output.LayerNorm.bias.add_(0.1)
+    fresh.save(tmp_path, meta={"note": "test"}, rank=rank)
     loaded = Reader.load(default_model_path(), tmp_path)
     fresh.model.eval()
+    for name, p in loaded.model.named_parameters():
+        np.testing.assert_allclose(p.numpy(), dict(fresh.model.named_parameters())[name].detach().numpy(),
+                                   atol=2e-3, err_msg=name)
     sentences = ["Water boils at 100 degrees Celsius at sea level.", "Paris is the capital of France."]
     np.testing.assert_allclose(fresh.scores("At what temperature does water boil?", sentences),
                                loaded.scores("At what temperature does water boil?", sentences), atol=2e-3)
-    assert json.loads((tmp_path / CONFIG).read_text())["note"] == "test"
+    config = json.loads((tmp_path / CONFIG).read_text())
+    assert config["note"] == "test" and config["delta_rank"] == rank
+
+
+def test_a_change_without_its_second_factor_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(READER_DIR / WEIGHTS))
+    name = next(k for k in weights if k.endswith(DELTA_V))
+    del weights[name]
+    save_file(weights, str(tmp_path / WEIGHTS))
+    shutil.copy(READER_DIR / CONFIG, tmp_path / CONFIG)
+    with pytest.raises(ReaderError, match="does not fit the base model"):
+        Reader.load(default_model_path(), tmp_path)
 
 
 def test_training_pairs_label_the_sentence_holding_the_answer():
