@@ -55,9 +55,8 @@ class Reader:
         base_dir = Path(base_dir)
         encoder = AutoModel.from_pretrained(str(base_dir), local_files_only=True)
         model = _CrossEncoder(encoder)
-        trainable = _trainable(frozen)
         for name, p in model.named_parameters():
-            p.requires_grad = trainable(name)
+            p.requires_grad = _trains(name, frozen)
         torch.nn.init.normal_(model.head.weight, std=0.02)
         torch.nn.init.zeros_(model.head.bias)
         tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
@@ -109,12 +108,12 @@ class Reader:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         base = Reader.untrained(self.base_dir, self.frozen).model.state_dict() if rank else {}
-        trained, trainable = {}, _trainable(self.frozen)
+        trained = {}
         for name, p in self.model.named_parameters():
-            if not trainable(name):
+            if not _trains(name, self.frozen):
                 continue
             w = p.detach().float()
-            if rank and w.dim() == 2 and rank * sum(w.shape) < w.numel() and not name.startswith("head."):
+            if rank and w.dim() == 2 and rank * sum(w.shape) < w.numel():
                 u, s, vh = torch.linalg.svd(w - base[name], full_matrices=False)
                 trained[name + DELTA_U] = (u[:, :rank] * s[:rank]).to(torch.float16).contiguous()
                 trained[name + DELTA_V] = vh[:rank].to(torch.float16).contiguous()
@@ -151,14 +150,12 @@ class Reader:
         return probs
 
 
-def _trainable(frozen: int):
+def _trains(name: str, frozen: int) -> bool:
     """Whether a parameter trains: the head and the transformer layers from number `frozen` up."""
-    def trainable(name: str) -> bool:
-        if name.startswith("head."):
-            return True
-        prefix = "encoder.encoder.layer."
-        return name.startswith(prefix) and int(name[len(prefix):].split(".")[0]) >= frozen
-    return trainable
+    prefix = "encoder.encoder.layer."
+    if name.startswith(prefix):
+        return int(name[len(prefix):].split(".")[0]) >= frozen
+    return name.startswith("head.")
 
 
 def _cross_encoder_class():
