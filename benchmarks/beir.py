@@ -47,10 +47,13 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--sweep", action="store_true", help="also print convex weights and RRF k variants")
     ap.add_argument("--chunk-tokens", type=int, default=None)
+    ap.add_argument("--no-chunk-context", action="store_true",
+                    help="index chunks without their title/heading prefix (rag/context.py; own cached index)")
     args = ap.parse_args()
     corpus, queries, qrels = read_beir(args.dataset, args.split)
-    settings = Settings().replace(chunk_tokens=args.chunk_tokens, candidates=300)
-    name = f"{args.dataset.name}-{settings.chunk_tokens}"
+    settings = Settings().replace(chunk_tokens=args.chunk_tokens, candidates=300,
+                                  chunk_context=False if args.no_chunk_context else None)
+    name = f"{args.dataset.name}-{settings.chunk_tokens}" + ("" if settings.chunk_context else "-noctx")
     docs = materialise(corpus, cache_dir(args.dataset.name + "-docs"))
     t0 = time.perf_counter()
     summary = build_index([docs], cache_dir(name), settings, progress=sys.stderr.isatty())
@@ -75,7 +78,7 @@ def main() -> None:
     else:
         runs = doc_run(retriever, queries, configs)
     print(f"\n{args.dataset.name} ({len(queries)} queries, {summary.documents} docs, {summary.chunks} chunks, "
-          f"chunk_tokens={settings.chunk_tokens})\n")
+          f"chunk_tokens={settings.chunk_tokens}, chunk_context={settings.chunk_context})\n")
     print(markdown_table(["retrieval", "nDCG@10", "recall@100", "MRR@10"],
                          metric_rows(qrels, runs, ["ndcg@10", "recall@100", "mrr@10"])))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import context
 from .chunking import chunk_text, wordpiece_counter
 from .config import Settings, model_path
 from .embeddings import Embedder, get_embedder
@@ -77,6 +78,11 @@ def build_index(
     model = model_info(embedder)
     chunking = {"tokenizer": "cl100k_base", "chunk_tokens": settings.chunk_tokens,
                 "chunk_overlap": settings.chunk_overlap, "max_wordpieces": settings.max_wordpieces}
+    window = min(settings.max_wordpieces, embedder.max_wordpieces)
+    if settings.chunk_context:
+        # an index built without the prefix (no "context" key) differs, so it is re-embedded
+        chunking["context"] = context.manifest_entry()
+        window -= context.PREFIX_WORDPIECES  # room for the prefix: chunk + prefix fit the window
     with write_lock(index_dir):
         old = None
         if IndexStore.exists(index_dir) and not rebuild:
@@ -124,15 +130,17 @@ def build_index(
         new_chunks: list[ChunkRecord] = []
         for doc, doc_id in fresh:
             docs.append(DocumentRecord(doc_id, doc.source, doc.title, doc.content_hash, doc.metadata, doc.text))
-            for c in chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap,
-                                min(settings.max_wordpieces, embedder.max_wordpieces), counter):
+            for c in chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter):
                 new_chunks.append(ChunkRecord(0, c.id, doc_id, doc.source, doc.title, c.text, c.start, c.end,
                                               c.n_tokens, c.position, doc.metadata))
         if new_chunks:
             _ = embedder.model  # load before timing, so chunks/s measures embedding alone
         embed_started = time.perf_counter()
         if new_chunks:
-            vectors.append(embedder.embed([c.text for c in new_chunks], progress=progress))
+            # embedded with its title/heading prefix; the stored chunk text stays the document's own span
+            texts = context.index_texts(new_chunks, {doc_id: (doc.title, doc.text) for doc, doc_id in fresh},
+                                        settings.chunk_context, model_path(settings))
+            vectors.append(embedder.embed(texts, progress=progress))
             chunks.extend(new_chunks)
         summary.embedded = len(new_chunks)
         embed_seconds = time.perf_counter() - embed_started
@@ -145,7 +153,7 @@ def build_index(
             base["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
                                             "chunks": per_doc[d.doc_id]}
                                  for d in docs}
-            IndexStore.write(index_dir, base, docs, chunks, all_vectors)
+            IndexStore.write(index_dir, base, docs, chunks, all_vectors, model_dir=model_path(settings))
     summary.documents = len(docs)
     summary.chunks = len(chunks)
     summary.seconds = round(time.perf_counter() - started, 3)

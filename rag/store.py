@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import context
 from .lexical import LexicalIndex
 
 FORMAT_VERSION = 1
@@ -246,11 +247,24 @@ class IndexStore:
             raise KeyError(source)
         return DocumentRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
+    def text_span(self, source: str, start: int, end: int) -> str:
+        """`document(source).text[start:end]`, read without loading the whole document."""
+        with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
+            row = con.execute("SELECT substr(text, ?, ?) FROM docs WHERE source=?",
+                              (start + 1, max(0, end - start), source)).fetchone()
+        if row is None:
+            raise KeyError(source)
+        return row[0]
+
     # ---- writing -------------------------------------------------------------------------
     @staticmethod
     def write(index_dir: str | Path, manifest: dict, docs: list[DocumentRecord],
-              chunks: list[ChunkRecord], vectors: np.ndarray) -> dict:
-        """Write a complete new generation and commit it by replacing manifest.json atomically."""
+              chunks: list[ChunkRecord], vectors: np.ndarray, model_dir: str | Path | None = None) -> dict:
+        """Write a complete new generation and commit it by replacing manifest.json atomically.
+
+        BM25 indexes each chunk's text with its title/heading prefix when the manifest's chunking
+        records "context" (rag/context.py, capped with the tokenizer in `model_dir`, default: the
+        shipped model), so chunks carried over from an old generation get the same prefix."""
         index_dir = Path(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
         previous = manifest.get("generation", 0)
@@ -268,7 +282,9 @@ class IndexStore:
         store.add(vectors)
         store.save(tmp / "vectors.faiss")
         (tmp / "bm25").mkdir()
-        LexicalIndex.build([c.text for c in chunks]).save(tmp / "bm25")
+        texts = context.index_texts(chunks, {d.doc_id: (d.title, d.text) for d in docs},
+                                    context.enabled_in(manifest), model_dir)
+        LexicalIndex.build(texts).save(tmp / "bm25")
         files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         _fsync_tree(tmp)
@@ -291,6 +307,16 @@ class IndexStore:
             os.close(fd)
         _remove_stale(index_dir, keep=name)
         return manifest
+
+    def indexed_texts(self, chunks: list[ChunkRecord] | None = None, model_dir: str | Path | None = None
+                      ) -> list[str]:
+        """What was embedded and BM25-indexed for these chunks (all by default): the chunk text, with
+        its title/heading prefix when the index was built with chunk_context."""
+        chunks = self.chunks if chunks is None else chunks
+        if not context.enabled_in(self.manifest):
+            return [c.text for c in chunks]
+        docs = {d.doc_id: (d.title, d.text) for d in self.all_documents()}
+        return context.index_texts(chunks, docs, True, model_dir)
 
     def all_documents(self) -> list[DocumentRecord]:
         with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:

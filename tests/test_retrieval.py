@@ -67,7 +67,7 @@ def test_each_mode_returns_hits_ranked_one_to_n_best_first_with_their_chunks(ass
 def test_dense_scores_are_cosine_similarities_and_bm25_scores_are_lexical(assistant, embedder):
     qv = embedder.embed_query(TOUR_Q)
     dense = assistant.retriever.search(TOUR_Q, top_k=5, mode="dense")
-    vectors = embedder.embed([h.chunk.text for h in dense])
+    vectors = embedder.embed(assistant.store.indexed_texts([h.chunk for h in dense]))
     assert np.allclose([h.score for h in dense], vectors @ qv, atol=1e-3)
     assert all(h.lexical == 0.0 and h.dense == h.score for h in dense)
 

@@ -75,8 +75,8 @@ def test_editing_one_file_reembeds_only_that_documents_chunks(settings, embedder
     new_vectors = _vectors_by_id(store)
     for c in other:
         assert np.array_equal(new_vectors[c.id], old_vectors[c.id])
-    # and every stored row's vector belongs to that row's text
-    fresh = embedder.embed([c.text for c in store.chunks])
+    # and every stored row's vector belongs to that row's indexed text (chunk text + title/heading prefix)
+    fresh = embedder.embed(store.indexed_texts())
     cosines = np.sum(fresh * store.vectors.vectors(), axis=1)
     assert cosines.min() > 0.999, cosines.min()
 
@@ -85,7 +85,7 @@ def test_deleting_a_file_removes_its_chunks_from_the_store_and_from_faiss(
         settings, embedder, corpus_copy, index_copy):
     old = IndexStore.open(index_copy)
     victim = next(c for c in old.chunks if c.source == EDITED)
-    query = embedder.embed([victim.text])
+    query = embedder.embed(old.indexed_texts([victim]))
     scores, rows = old.vectors.search(query, 3)
     assert old.chunks[rows[0][0]].id == victim.id and scores[0][0] > 0.999  # found before deletion
 
