@@ -92,18 +92,61 @@ class Chunk:
 
 
 _SENTENCE = re.compile(r"[^\n]{3,}?[.!?。！？]+[\"'”’)\]]*(?=\s)|[^\n]*?(?:\n|$)")
+# A line that starts a unit of its own: a list item ("- x", "1.", "(2)", "a)", "（3）", "iv."), a numbered
+# article or section ("Article 12", "Section 3.1", "§ 4", "第十条"), a Markdown heading or a table row.
+UNIT_START = re.compile(
+    r"\s*(?:[-*•–·▪]\s|\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]\s|\(?[ivxlcIVXLC]{1,6}[.)]\s|（[\d一二三四五六七八九十]+）|"
+    r"\d{1,3}(?:\.\d{1,3})+\.?\s|#{1,6}\s|\||"
+    r"(?:Article|Art\.|Section|Sec\.|§+|Chapter|Part|Rule|Clause|Annex|Appendix|Schedule|Title)\s+[\dIVXLC]+\b|"
+    r"第[一二三四五六七八九十百零\d]+[条章节款])")
+# a line this full (of the text's usual long-line width) that runs on into the next is a hard wrap, not a
+# break; 0.75 keeps the ragged right edge of wrapped text (lines end 0-25% short) and short headings apart
+WRAP_FILL = 0.75
+_TERMINAL = re.compile(r"[.!?。！？:：;；][\"'”’)\]]*\s*$")
+# a sentence-final-looking period that does not end a sentence: an abbreviation or an initial
+_ABBREVIATION = re.compile(r"(?:\b(?:Art|Arts|No|Nos|Sec|Secs|Para|Paras|Fig|Figs|Vol|Vols|pp?|e\.g|i\.e|etc|vs|cf|"
+                           r"Mr|Mrs|Ms|Dr|Prof|St|Inc|Ltd|Co|Corp|Jr|Sr|approx|incl|Dept|Gov|Govt|Jan|Feb|Mar|"
+                           r"Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)|\b[A-Z]|\b(?:[A-Z]\.){1,3}[A-Z])\.$")
+
+
+def soft_wrapped(text: str) -> str:
+    """`text` with the line breaks of hard-wrapped paragraphs (pdf lines, 72-column txt) turned into
+    spaces, same length: a break stays where a line is short (a heading, a paragraph's last line) or the
+    next line starts a unit of its own (a list item, an article, a heading, a table row)."""
+    lines = text.split("\n")
+    lengths = sorted(len(line.strip()) for line in lines if len(line.strip()) >= 20)
+    if len(lengths) < 3:
+        return text
+    width = lengths[int(0.9 * (len(lengths) - 1))]
+    out, pos = list(text), 0
+    for cur, nxt in zip(lines, lines[1:], strict=False):
+        pos += len(cur)
+        c, n = cur.strip(), nxt.strip()
+        if c and n and not UNIT_START.match(nxt) and not c.startswith(("|", "#")) and not _TERMINAL.search(c) \
+                and (len(c) >= WRAP_FILL * width or n[0].islower()):
+            out[pos] = " "
+        pos += 1
+    return "".join(out)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int, bool]]:
-    """(start, end, starts_paragraph) of each sentence or line, whitespace trimmed."""
+    """(start, end, starts_paragraph) of each sentence or line, whitespace trimmed.
+
+    Hard-wrapped lines are joined first (`soft_wrapped`); a period after an abbreviation or an initial
+    ("Art. 5", "e.g.", "J. Smith") or before a lowercase word does not end a sentence."""
+    flat = soft_wrapped(text)
     spans: list[tuple[int, int, bool]] = []
-    pos, n, prev_end = 0, len(text), 0
+    pos, n, prev_end = 0, len(flat), 0
     while pos < n:
-        m = _SENTENCE.match(text, pos)
+        m = _SENTENCE.match(flat, pos)
         end = m.end() if m and m.end() > pos else n
-        s, e = _strip(text, pos, end)
+        s, e = _strip(flat, pos, end)
         if e > s:
-            spans.append((s, e, not spans or text.count("\n", prev_end, s) >= 2))
+            if spans and "\n" not in flat[spans[-1][1]:s] and (
+                    _ABBREVIATION.search(flat, spans[-1][0], spans[-1][1]) or flat[s].islower()):
+                spans[-1] = (spans[-1][0], e, spans[-1][2])
+            else:
+                spans.append((s, e, not spans or text.count("\n", prev_end, s) >= 2))
             prev_end = e
         pos = end
     return spans

@@ -154,7 +154,20 @@ def _load_docx(data: bytes, stem: str) -> tuple[str, str, dict]:
         document = docx.Document(io.BytesIO(data))
     except Exception as e:  # python-docx raises a variety of zip/xml errors
         raise LoaderError(f"corrupt or unreadable DOCX ({type(e).__name__})") from None
-    blocks = [p.text for p in document.paragraphs if p.text.strip()]
+    blocks, number = [], 0
+    for p in document.paragraphs:
+        if not p.text.strip():
+            continue
+        style = (p.style.name if p.style is not None else "") or ""
+        numbered = p._p.pPr is not None and p._p.pPr.numPr is not None
+        # Word draws list numbers and bullets itself, so they are not in the text: put them back, so
+        # that the answerer sees items as items
+        if style.startswith("List Number"):
+            number += 1
+            blocks.append(f"{number}. {p.text}")
+            continue
+        number = 0
+        blocks.append(f"- {p.text}" if style.startswith(("List Bullet", "List Paragraph")) or numbered else p.text)
     for table in document.tables:
         for row in table.rows:
             cells = [c.text.strip() for c in row.cells]
