@@ -65,3 +65,20 @@ def set_threads(n: int | None) -> str:
     if n:
         torch.set_num_threads(n)
     return str(torch.get_num_threads())
+
+
+def add_set_option(ap) -> None:
+    """`--set NAME=VALUE` (repeatable): override any setting of `rag.config.Settings` for this run."""
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override any setting, e.g. --set span_weight=0.5 (repeatable)")
+
+
+def apply_sets(settings, items: list[str], ap):
+    """`settings` with the `--set NAME=VALUE` overrides applied; a bad one is a usage error."""
+    from rag.config import _coerce
+
+    try:
+        overrides = dict(item.split("=", 1) for item in items)
+        return settings.replace(**{k: _coerce(k, v) for k, v in overrides.items()})
+    except (ValueError, TypeError) as e:
+        ap.error(f"--set NAME=VALUE: {e}")

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         ingest_seconds = time.perf_counter() - started
         ingest_cpu = time.process_time() - cpu_started
 
-        chunk_texts = [c.text for c in IndexStore.open(index_dir).chunks]
+        # what build_index embedded: each chunk with its title/heading prefix (rag/context.py)
+        chunk_texts = IndexStore.open(index_dir).indexed_texts()
         assert len(chunk_texts) == summary.embedded, (len(chunk_texts), summary.embedded)
         started, cpu_started = time.perf_counter(), time.process_time()
         embedder.model.encode(chunk_texts, batch_size=settings.batch_size, normalize_embeddings=True,

@@ -70,18 +70,54 @@ def sentence_pairs(articles: list[dict], seed: int = 0, negatives: int = 3, far:
     return pairs
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def training_args(doc: str, epochs: float, frozen: int, batch: int, lr: float) -> argparse.ArgumentParser:
+    """The options both readers' training scripts take, with these defaults (`doc`: the script's docstring)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--squad", type=Path, default=SQUAD_DEV)
     ap.add_argument("--out", type=Path, default=REPO / "rag" / "reader")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--frozen", type=int, default=2, help="lower transformer layers left as shipped")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--limit", type=int, default=0, help="train on the first N pairs only (a smoke run)")
+    ap.add_argument("--epochs", type=float, default=epochs)
+    ap.add_argument("--frozen", type=int, default=frozen, help="lower transformer layers left as shipped")
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N examples only (a smoke run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rank", type=int, default=64, help="rank of each saved weight change (0: save whole)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+class Trainer:
+    """AdamW with a linear warm-up over the first tenth of the steps, then linear decay to 0; gradients
+    clipped at norm 1; a smoothed loss and the rate printed every 20 steps."""
+
+    def __init__(self, params, lr: float, steps: int, unit: str):
+        import torch
+
+        self.params, self.steps, self.unit = params, steps, unit
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        warm = max(1, steps // 10)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+        self.t0, self.seen, self.running, self.done = time.perf_counter(), 0, 0.0, 0
+
+    def step(self, loss, examples: int) -> None:
+        import torch
+
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.seen += examples
+        value = loss.item()
+        self.running = 0.98 * self.running + 0.02 * value if self.done else value
+        if self.done % 20 == 0 or self.done == self.steps - 1:
+            rate = self.seen / (time.perf_counter() - self.t0)
+            print(f"step {self.done + 1}/{self.steps} loss {self.running:.4f} {rate:.1f} {self.unit}/s", flush=True)
+        self.done += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = training_args(__doc__, epochs=1.0, frozen=2, batch=32, lr=5e-5).parse_args(argv)
     print(f"torch threads: {set_threads(None)}")
 
     import torch
@@ -102,30 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     steps = max(1, int(len(pairs) * args.epochs) // args.batch)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    warm = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    trainer = Trainer(params, args.lr, steps, "pairs")
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    t0, seen, running = time.perf_counter(), 0, 0.0
     for step in range(steps):
         batch = [pairs[(step * args.batch + i) % len(pairs)] for i in range(args.batch)]
         logits = reader.logits([q for q, _, _ in batch], [s for _, s, _ in batch])
-        loss = loss_fn(logits, torch.tensor([y for _, _, y in batch]))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        seen += len(batch)
-        running = 0.98 * running + 0.02 * float(loss) if step else float(loss)
-        if step % 20 == 0 or step == steps - 1:
-            rate = seen / (time.perf_counter() - t0)
-            print(f"step {step + 1}/{steps} loss {running:.4f} {rate:.1f} pairs/s", flush=True)
+        trainer.step(loss_fn(logits, torch.tensor([y for _, _, y in batch])), len(batch))
     reader.save(args.out, meta={"trained_on": "SQuAD v1.1 dev, even-numbered articles by title",
                                 "pairs": len(pairs), "epochs": args.epochs, "lr": args.lr,
                                 "batch": args.batch, "seed": args.seed}, rank=args.rank)
-    print(f"saved {args.out} in {time.perf_counter() - t0:.0f} s")
+    print(f"saved {args.out} in {time.perf_counter() - trainer.t0:.0f} s")
     return 0
 
 

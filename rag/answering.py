@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from .embeddings import Embedder
 from .lexical import idf_weights
 from .reader import Reader, get_reader
 from .retrieval import Hit, Retriever
+from .span_reader import SpanReader
 
 NOT_IN_CORPUS = "The corpus does not say."
 # words that shape a question but carry no topic; they never count towards lexical support
@@ -39,6 +40,18 @@ class Citation:
     end: int
     quote: str
     score: float
+
+
+@dataclass
+class ShortAnswer:
+    """The span that answers the question, inside citation `n`'s quote: `document(source).text[start:end] == text`."""
+
+    text: str
+    n: int
+    source: str
+    start: int
+    end: int
+    score: float = 0.0  # the span reader's margin over "no answer"
 
 
 @dataclass
@@ -67,15 +80,24 @@ class Answer:
     support: float = 0.0
     query: str = ""  # the retrieval query (a follow-up resolved against the history)
     flagged: list[str] = field(default_factory=list)  # LLM sentences dropped as unsupported
+    short_answer: ShortAnswer | None = None
+    span_margin: float | None = None  # the span reader's best margin over "no answer" (None: not read)
+    typed_margin: float | None = None  # the same over spans of the kind asked for (NO_SPAN: none found)
+    parts: list[Answer] = field(default_factory=list)  # a multi-part question's answer to each part
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json` (see README)."""
+        short = self.short_answer
         return {
             "question": self.question,
             "answer": self.text,
+            "short_answer": None if short is None else {k: getattr(short, k) for k in ("text", "n", "source",
+                                                                                        "start", "end")},
             "abstained": self.abstained,
             "citations": [{k: v for k, v in asdict(c).items() if k != "chunk_id"} for c in self.citations],
             "passages": [{k: v for k, v in asdict(p).items() if k != "chunk_id"} for p in self.passages],
+            **({"parts": [{"question": p.question, "answer": p.text, "abstained": p.abstained} for p in self.parts]}
+               if self.parts else {}),
         }
 
 
@@ -97,36 +119,109 @@ class Candidate:
     support: float = 0.0  # the score without alignment: what the abstention threshold is measured on
     reader: float = 0.0  # the reader's probability that this sentence holds the answer
     typed: bool = True  # holds the kind of answer the question asks for
+    span: float = 0.0  # the span reader's probability that the answer starts in this unit
+    spans: list[ShortAnswer] = field(default_factory=list)  # its best spans here, doc offsets, best first
 
 
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•–]|\d+[.)])\s+")
+_LIST_ITEM = re.compile(r"\s*(?:[-*•–·▪]\s|\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]\s|\(?[ivxlcIVXLC]{1,6}[.)]\s|"
+                        r"（[\d一二三四五六七八九十]+）|\d{1,3}(?:\.\d{1,3})+\.?\s)")
+NO_SPAN = -99.0  # the margin recorded when no span of the asked kind was found (below any threshold tried)
+PASSAGES_READ = 6  # the best passages whose sentences are candidates (and which the span reader reads)
+LIST_LOOKAHEAD_CHARS = 1500  # how far past a passage's end the items of a list it introduces are followed
+MAX_LIST_ITEMS = 12  # items joined to the line that introduces them (longer lists are cut: a quote stays readable)
+MAX_UNIT_CHARS = 1500  # an intro and its items stop growing here (about a 200-token passage's worth of text)
+_FINAL = re.compile(r"[.!?;。！？；][\"'”’)\]]*$")  # sentence-final punctuation
+PROBE_CHARS = 400  # about two sentences (~90 word-pieces): the SQuAD sentences the readers learnt on are shorter
+HEADING_MAX_WORDS = 12  # a line this short with no sentence punctuation names a section rather than states a fact
 
 
-def _candidates(hits: list[Hit], max_hits: int) -> list[Candidate]:
-    """Sentences of the best hits, deduplicated across overlapping chunks. A sentence that leads into
-    what follows (ends with ':' or '?', e.g. a list intro or "The mission?") is joined with it."""
+_FAMILIES = [("(1)", r"[(（]\d+[)）]"), ("1)", r"\d+\)"), ("1.1", r"\d+(?:\.\d+)+"), ("1.", r"\d+\."),
+             ("(a)", r"\([a-zA-Z]\)"), ("a)", r"[a-zA-Z][.)]"), ("(i)", r"\(?[ivxlcIVXLC]+[.)]"), ("-", r"[-*•–·▪]"),
+             ("（一）", r"（[一二三四五六七八九十]+）")]
+
+
+def _family(line: str) -> str | None:
+    """The kind of marker a list item starts with ("(1)", "1.", "a)", "-", ...): items of one list share it."""
+    line = line.lstrip()
+    return next((name for name, pattern in _FAMILIES if re.match(pattern + r"\s", line)), None)
+
+
+def _kind(text: str, s: int, e: int) -> str:
+    """'item' (a list item), 'heading' (a title-like line of its own) or 'text'."""
+    unit = text[s:e]
+    whole_line = (s == 0 or text[:s].rstrip(" \t").endswith("\n")) and (e == len(text) or text[e:].lstrip(" \t")[:1]
+                                                                         in ("\n", ""))
+    title_like = whole_line and len(unit.split()) <= HEADING_MAX_WORDS and not unit.startswith("|") \
+        and not re.search(r"[.!?。！？;；:：,，][\"'”’)\]]*$", unit)
+    if _LIST_ITEM.match(unit):
+        # a numbered title line ("4. Build a Thriving Ecosystem") over body text heads a section
+        after = text[e:].lstrip()
+        if title_like and _family(unit) in ("1.", "1.1", "(i)") and after and not _LIST_ITEM.match(after):
+            return "heading"
+        return "item"
+    if whole_line and (unit.startswith("#") or title_like):
+        return "heading"
+    return "text"
+
+
+def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int]]:
+    """The answer units of `text` that start before `limit`: each sentence or line; a heading joined to
+    what follows it (a heading never stands alone); a line that ends with ':' or leads into list items
+    joined with its items (and each item also on its own); a question joined to its answer ("The
+    mission? To ...")."""
+    spans = [(s, e) for s, e, _ in sentence_spans(text)]
+    kinds = [_kind(text, s, e) for s, e in spans]
+    limit = len(text) if limit is None else limit
+    out = []
+    for i, (s, e) in enumerate(spans):
+        if s >= limit:
+            break
+        if kinds[i] == "heading":
+            continue
+        k = i
+        while k > 0 and kinds[k - 1] == "heading":
+            k -= 1
+        start, end, j = spans[k][0], e, i + 1
+        unit = text[s:e].rstrip()
+        if unit.endswith(("?", "？")) and j < len(spans) and kinds[j] == "text":
+            end = spans[j][1]
+        elif j < len(spans) and kinds[j] == "item" and (
+                unit.endswith((":", "：")) or (not _FINAL.search(unit) and (
+                    kinds[i] != "item" or _family(text[s:e]) != _family(text[spans[j][0]:])))):
+            first, nested = _family(text[spans[j][0]:]), None
+            while j < len(spans) and kinds[j] == "item" and j - i <= MAX_LIST_ITEMS \
+                    and spans[j][1] - start <= MAX_UNIT_CHARS:
+                family = _family(text[spans[j][0]:])
+                if family != first:  # a nested list: only right under an item that leads into it
+                    if nested != family and not text[spans[j - 1][0]:spans[j - 1][1]].rstrip().endswith(":"):
+                        break
+                    nested = family
+                else:
+                    nested = None
+                end = spans[j][1]
+                j += 1
+        out.append((start, end))
+    return out
+
+
+def _candidates(hits: list[Hit], max_hits: int, text_span=None) -> list[Candidate]:
+    """The answer units (`answer_units`) of the best hits, deduplicated across overlapping chunks. With
+    `text_span(source, start, end)` (the document's text), a list that a passage introduces is followed
+    past the passage's end."""
     seen: set[tuple[str, int]] = set()
     out: list[Candidate] = []
     for hit in hits[:max_hits]:
-        text, base = hit.chunk.text, hit.chunk.start
-        spans = sentence_spans(text)
-        i = 0
-        while i < len(spans):
-            s, e, _ = spans[i]
-            j = i + 1
-            unit = text[s:e].rstrip()
-            if unit.endswith(":"):
-                while j < len(spans) and j - i <= 8 and _LIST_ITEM.match(text[spans[j][0]:spans[j][1]]):
-                    e = spans[j][1]
-                    j += 1
-            elif unit.endswith("?") and j < len(spans):
-                e = spans[j][1]
-                j += 1
-            key = (hit.chunk.source, base + s)
+        c = hit.chunk
+        text = c.text
+        if text_span is not None:
+            window = text_span(c.source, c.start, c.end + LIST_LOOKAHEAD_CHARS)
+            if window.startswith(text):
+                text = window
+        for s, e in answer_units(text, limit=len(c.text)):
+            key = (c.source, c.start + s)
             if key not in seen and len(text[s:e].split()) >= 3:
                 seen.add(key)
-                out.append(Candidate(hit, base + s, base + e, text[s:e]))
-            i = j if j > i + 1 and not unit.endswith(":") else i + 1
+                out.append(Candidate(hit, c.start + s, c.start + e, text[s:e]))
     return out
 
 
@@ -135,7 +230,13 @@ _NUMBER_Q = re.compile(r"\b(how (many|much|large|big|long|old|far|often)|what (n
                        r"proportion)|(budget|cost|price|salary|revenue|population|headcount)s?\b)", re.I)
 _COUNT_Q = re.compile(r"\b(how (many|much)|what (number|percentage|share|amount|proportion))\b", re.I)
 _MONEY_Q = re.compile(r"\bhow much (money|funding|cash|capital)\b|\bhow much (\w+ ){0,6}(cost|costs|spent|spend|"
-                      r"paid|pay|invest|invested|raise|raised|earn|earned|worth|budget|fund|funds|funding)\b", re.I)
+                      r"paid|pay|invest|invested|raise|raised|earn|earned|worth|budget|fund|funds|funding|fine|"
+                      r"fined|charged?|fee)\b|\b(what|which) (\w+ ){0,2}(fine|penalty|fee|price|budget|salary)s?\b",
+                      re.I)
+_PERCENT_Q = re.compile(r"\b(what|which|by how much|how much) (\w+ ){0,2}(percentage|percent|per cent|share|"
+                        r"proportion)\b|\bhow many percent", re.I)
+_PERCENT_A = re.compile(r"\d(?:[\d.,]*\d)?\s?(?:%|percent\b|per cent\b|percentage points?\b)|"
+                        r"\b(?:half|a third|a quarter|one[- ](?:third|quarter|fifth|tenth))\b", re.I)
 _DATE_Q = re.compile(r"\b(when|what (year|date|month|day|time)|which (year|date|month|day))\b", re.I)
 _YEAR_Q = re.compile(r"\b(what|which) year\b|\byear (was|did|were|is|does)\b", re.I)
 _CALENDAR_Q = re.compile(r"\b(what|which|exact|precise|specific) (calendar )?date\b", re.I)
@@ -165,18 +266,19 @@ _NOT_NAMES = {"the", "a", "an", "in", "on", "at", "it", "its", "this", "that", "
               "by", "from", "and", "but", "as", "their", "his", "her", "he", "she", "they", "we", "i", "if", "of",
               "to", "after", "before", "when", "while", "there", "here", "some", "all", "most", "many", "one"}
 _PATTERNS = {"date": _DATE_A, "year": _YEAR_A, "calendar date": _CALENDAR_A, "weekday": _WEEKDAY_A,
-             "money": _MONEY_A, "number": _NUMBER_A, "count": _NUMBER_A}
+             "money": _MONEY_A, "percentage": _PERCENT_A, "number": _NUMBER_A, "count": _NUMBER_A}
 
 
 # first match wins: the narrower kinds come before the broader ones they overlap with
 _QUESTION_KINDS = [("weekday", _WEEKDAY_Q), ("calendar date", _CALENDAR_Q), ("year", _YEAR_Q), ("date", _DATE_Q),
-                   ("money", _MONEY_Q), ("count", _COUNT_Q), ("number", _NUMBER_Q), ("name", _NAME_Q)]
+                   ("percentage", _PERCENT_Q), ("money", _MONEY_Q), ("count", _COUNT_Q), ("number", _NUMBER_Q),
+                   ("name", _NAME_Q)]
 
 
 def answer_type(question: str) -> str | None:
     """The kind of answer asked for: 'weekday', 'calendar date' (a day of a month), 'year', 'date' (any
-    time), 'money', 'count' (how many / how much: a number that is not a year), 'number', 'name', or
-    None (any answer)."""
+    time), 'percentage', 'money' (also a fine, fee, price or budget), 'count' (how many / how much: a
+    number that is not a year), 'number', 'name', or None (any answer)."""
     return next((kind for kind, pattern in _QUESTION_KINDS if pattern.search(question)), None)
 
 
@@ -228,6 +330,7 @@ class ExtractiveAnswerer:
         self.retriever = retriever
         self.settings = settings
         self._reader = reader
+        self._span_reader: SpanReader | None = None
 
     @property
     def reader(self) -> Reader | None:
@@ -236,9 +339,18 @@ class ExtractiveAnswerer:
             self._reader = get_reader(default_model_path())
         return self._reader
 
+    @property
+    def span_reader(self) -> SpanReader | None:
+        """The span reader (`rag.span_reader`), loaded on first use; None when settings.span_reader is off."""
+        if self._span_reader is None and self.settings.span_reader:
+            self._span_reader = get_reader(default_model_path(), kind=SpanReader)
+        return self._span_reader
+
     def score(self, question: str, qv: np.ndarray, hits: list[Hit],
-              question_tokens: tuple[np.ndarray, list[str]] | None = None) -> tuple[list[Candidate], float]:
-        """Candidates best first, and the support of the best one (0..1).
+              question_tokens: tuple[np.ndarray, list[str]] | None = None
+              ) -> tuple[list[Candidate], float, tuple[float, float] | None]:
+        """Candidates best first, the support of the best one (0..1) and the span reader's margins over
+        "no answer" (`_read_spans`; None when the span reader is off).
 
         A sentence scores by its word-by-word alignment with the question (0.5), its own similarity to
         it (0.25), its passage's similarity (0.2, context) and the IDF-weighted share of question terms
@@ -250,9 +362,9 @@ class ExtractiveAnswerer:
         articles it was not trained on: first citation holds the answer 0.750 → 0.772 on 491 questions)
         and checked on eval/qa.jsonl.
         """
-        cands = _candidates(hits, max_hits=6)
+        cands = _candidates(hits, max_hits=PASSAGES_READ, text_span=self.retriever.store.text_span)
         if not cands:
-            return [], 0.0
+            return [], 0.0, None
         lexical = self.retriever.store.lexical
         q_terms = [t for t in dict.fromkeys(lexical.query_tokens(question)) if t not in _QUESTION_WORDS]
         weights = dict(zip(q_terms, idf_weights(lexical, q_terms), strict=True))
@@ -271,7 +383,8 @@ class ExtractiveAnswerer:
         cands.sort(key=lambda c: (not c.typed, -(c.score + 0.1 * (1 - (c.hit.rank - 1) / n_hits)), c.start))
         cands = cands[: self.settings.answer_candidates]
         # small batches: short sentences are not padded to the longest one
-        vecs, sent_tokens, _ = self.embedder.embed_tokens([c.text for c in cands], batch_size=4, pieces=False)
+        probes = [_probe(c.text) for c in cands]
+        vecs, sent_tokens, _ = self.embedder.embed_tokens(probes, batch_size=4, pieces=False)
         q_tokens, q_weights = self._question_tokens(question, question_tokens)
         for c, cs, st in zip(cands, vecs @ qv, sent_tokens, strict=True):
             c.cosine = float(cs)
@@ -288,13 +401,54 @@ class ExtractiveAnswerer:
         support = top.support if top.typed else (top.support - 0.15) * 0.5
         reader = self.reader
         if reader is not None:
-            for c, p in zip(cands, reader.scores(question, [c.text for c in cands]), strict=True):
+            for c, p in zip(cands, reader.scores(question, probes), strict=True):
                 c.reader = float(p)
                 c.score += self.settings.reader_weight * c.reader
+        margin = self._read_spans(question, hits[:PASSAGES_READ], cands)
         # a sentence holding the kind of answer asked for (a number, a date, a name) outranks any that
         # does not: a restatement of the question, however similar, is not an answer
         cands.sort(key=lambda c: (not c.typed, -c.score, c.hit.rank, c.start))
-        return cands, float(support)
+        return cands, float(support), margin
+
+    def _read_spans(self, question: str, hits: list[Hit], cands: list[Candidate]
+                    ) -> tuple[float, float] | None:
+        """Read the passages with the span reader: each candidate gets its answer-start probability
+        (weighted into its score) and its best spans. Returns the best margin over "no answer" in any
+        passage, and the best among the candidates' spans that hold the kind of answer asked for
+        (NO_SPAN if none does; the plain margin when the question asks for no kind)."""
+        reader = self.span_reader
+        if reader is None or not hits:
+            return None
+        kind = answer_type(question)
+        by_hit: dict[str, list[Candidate]] = {h.chunk.id: [] for h in hits}
+        for c in cands:
+            if c.hit.chunk.id in by_hit:
+                by_hit[c.hit.chunk.id].append(c)
+        ranges = [[(c.start - h.chunk.start, min(c.end, h.chunk.end) - h.chunk.start) for c in by_hit[h.chunk.id]]
+                  for h in hits]
+        readings = reader.read(question, [h.chunk.text for h in hits], ranges)
+        typed = NO_SPAN
+        for h, r in zip(hits, readings, strict=True):
+            base = h.chunk.start
+            for c, mass, spans in zip(by_hit[h.chunk.id], r.mass, r.spans, strict=True):
+                c.span = mass
+                c.spans = [ShortAnswer(sp.text, 0, h.chunk.source, base + sp.start, base + sp.end,
+                                       round(sp.score - r.null, 4)) for sp in spans]
+                c.score += self.settings.span_weight * mass
+                typed = max([typed] + [sp.score for sp in c.spans if has_type(sp.text, kind, question)])
+        margin = max(max(r.margin for r in readings), NO_SPAN)
+        return margin, (margin if kind is None else typed)
+
+    def short_answer(self, question: str, chosen: list[Candidate]) -> ShortAnswer | None:
+        """The best span inside the chosen sentences (citation n = position + 1) that holds the kind of
+        answer asked for, if the span reader prefers it to "no answer" by `short_answer_margin`."""
+        kind = answer_type(question)
+        best = None
+        for n, c in enumerate(chosen, start=1):
+            span = next((sp for sp in c.spans if has_type(sp.text, kind, question)), None)
+            if span is not None and (best is None or span.score > best.score):
+                best = replace(span, n=n)
+        return best if best is not None and best.score >= self.settings.short_answer_margin else None
 
     def _question_tokens(self, question: str, encoded: tuple[np.ndarray, list[str]] | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -343,16 +497,28 @@ class ExtractiveAnswerer:
         """`query_tokens`: the query's word-piece embeddings and strings, if already computed
         (`Embedder.embed_tokens`); otherwise they are computed here."""
         query = query or question
-        cands, support = self.score(query, qv, hits, query_tokens)
+        cands, support, margins = self.score(query, qv, hits, query_tokens)
         passages = passages_of(hits)
-        if not cands or support < self.settings.abstain_threshold:
-            return Answer(question, NOT_IN_CORPUS, [], True, passages, round(support, 4), query)
+        margin, typed = (None, None) if margins is None else (round(margins[0], 4), round(margins[1], 4))
+        if not cands or support < self.settings.abstain_threshold or \
+                (typed is not None and typed < self.settings.span_abstain_margin):
+            return Answer(question, NOT_IN_CORPUS, [], True, passages, round(support, 4), query, span_margin=margin,
+                          typed_margin=typed)
         citations, parts = [], []
-        for n, c in enumerate(self.select(cands), start=1):
+        chosen = self.select(cands)
+        for n, c in enumerate(chosen, start=1):
             citations.append(Citation(n, c.hit.chunk.source, c.hit.chunk.title, c.hit.chunk.id, c.start, c.end,
                                       c.text, round(c.score, 4)))
             parts.append(f"{_one_line(c.text)} [{n}]")
-        return Answer(question, " ".join(parts), citations, False, passages, round(support, 4), query)
+        return Answer(question, " ".join(parts), citations, False, passages, round(support, 4), query,
+                      short_answer=self.short_answer(query, chosen), span_margin=margin,
+                      typed_margin=typed)
+
+
+def _probe(text: str) -> str:
+    """What the embedder and the sentence reader see of a unit: a long one (a heading, an intro and its
+    items) is cut at PROBE_CHARS, since reading whole lists made an answer several times slower."""
+    return text if len(text) <= PROBE_CHARS else text[:PROBE_CHARS]
 
 
 def _one_line(text: str) -> str:
@@ -406,3 +572,44 @@ def stream_text(answer: Answer) -> Iterator[str]:
         pos = m.end()
     if pos < len(text) or not text:
         yield text[pos:]
+
+
+_WH = r"(?:what|who|whom|whose|which|when|where|why|how|is|are|was|were|does|do|did|can|could|will|has|have)"
+_PART_BREAK = re.compile(rf"(?:\?\s+|[,;]?\s+and\s+(?={_WH}\b)|;\s+(?={_WH}\b))", re.I)
+MIN_PART_WORDS = 3  # each part of a split question must still be a question ("and when?" is not split off)
+
+
+def split_question(question: str) -> list[str]:
+    """The asks of a question that coordinates several ("Who chaired the meeting and what are the five
+    points?" → two questions), each ending with '?'; a single ask is returned alone."""
+    pieces = [p.strip(" ,;?") for p in _PART_BREAK.split(question)]
+    pieces = [p for p in pieces if p]
+    if len(pieces) < 2 or any(len(p.split()) < MIN_PART_WORDS for p in pieces) \
+            or not all(re.match(rf"{_WH}\b", p, re.I) for p in pieces[1:]):
+        return [question]
+    return [p[0].upper() + p[1:] + "?" for p in pieces]
+
+
+def combine_answers(question: str, parts: list[Answer], query: str = "") -> Answer:
+    """One answer from the answers to each part: citations renumbered in order, a part that abstains
+    says so on its own, and the whole abstains only when every part does."""
+    texts, citations, passages, seen = [], [], [], set()
+    short = None
+    for part in parts:
+        if part.abstained:
+            texts.append(f"({part.question} {NOT_IN_CORPUS})")
+        else:
+            offset = len(citations)
+            texts.append(re.sub(r"\[(\d+)\]", lambda m, k=offset: f"[{int(m.group(1)) + k}]", part.text))
+            citations += [replace(c, n=c.n + offset) for c in part.citations]
+            if short is None and part.short_answer is not None:
+                short = replace(part.short_answer, n=part.short_answer.n + offset)
+        for p in part.passages:
+            if p.chunk_id not in seen:
+                seen.add(p.chunk_id)
+                passages.append(replace(p, rank=len(passages) + 1))
+    if all(p.abstained for p in parts):
+        return Answer(question, NOT_IN_CORPUS, [], True, passages, min(p.support for p in parts), query,
+                      parts=parts)
+    return Answer(question, " ".join(texts), citations, False, passages, min(p.support for p in parts), query,
+                  short_answer=short, parts=parts)

@@ -8,7 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .answering import NOT_IN_CORPUS, Answer, ExtractiveAnswerer, resolve_follow_up, stream_text
+from .answering import (
+    NOT_IN_CORPUS,
+    Answer,
+    ExtractiveAnswerer,
+    combine_answers,
+    resolve_follow_up,
+    split_question,
+    stream_text,
+)
 from .config import Settings, model_path
 from .embeddings import get_embedder
 from .indexer import model_info
@@ -72,9 +80,21 @@ class Assistant:
                mode: str | None = None, filters: dict | None = None, answerer: str | None = None) -> Answer:
         """Answer a question (resolving a follow-up against `history`), with citations or an abstention.
 
-        `answerer` is "extractive" (default) or "llm" (needs a configured chat model).
+        `answerer` is "extractive" (default) or "llm" (needs a configured chat model). A question that
+        coordinates several asks ("Who chaired it and what are the five points?") is answered part by
+        part (`Answer.parts`); each part is cited or abstains on its own.
         """
         question = check_question(question)
+        parts = split_question(question)
+        if len(parts) > 1:
+            # later parts often refer back to the first ("... and who managed it?"): resolved like a follow-up
+            answers = [self._answer_one(p, history if i == 0 else [{"role": "user", "content": parts[0]}],
+                                        top_k, mode, filters, answerer) for i, p in enumerate(parts)]
+            return combine_answers(question, answers, resolve_follow_up(question, history))
+        return self._answer_one(question, history, top_k, mode, filters, answerer)
+
+    def _answer_one(self, question: str, history: list | None, top_k: int | None, mode: str | None,
+                    filters: dict | None, answerer: str | None) -> Answer:
         with self._lock:
             retriever, extractive = self.retriever, self.extractive
         query = resolve_follow_up(question, history)

@@ -43,6 +43,8 @@ def cmd_index(args) -> int:
 
 def _print_answer(ans) -> None:
     print(ans.text)
+    if ans.short_answer is not None:
+        print(f"\nShort answer: {ans.short_answer.text} [{ans.short_answer.n}]")
     if ans.abstained and ans.passages:
         print("\nClosest passages:")
         for p in ans.passages[:3]:

@@ -19,6 +19,7 @@ class Settings:
     chunk_tokens: int = 200  # tiktoken (cl100k_base) tokens per chunk; measured best of 160/200 (README)
     chunk_overlap: int = 32  # tiktoken tokens shared by neighbouring chunks
     max_wordpieces: int = 256  # the embedder's window, including [CLS] and [SEP]
+    chunk_context: bool = True  # index each chunk with its document title + nearest heading in front (rag/context.py)
     batch_size: int = 32
     top_k: int = 8
     mode: str = "hybrid"  # hybrid | dense | bm25
@@ -30,8 +31,22 @@ class Settings:
     max_sentences: int = 3
     answer_margin: float = 0.05  # extra answer sentences must score within this of the best one
     answer_candidates: int = 64  # sentences scored per question by the extractive answerer (embedder + reader)
-    reader: bool = True  # rank answer sentences with the trained cross-encoder (rag/reader.py) too
+    # the sentence reader (rag/reader.py): off since the span reader does its job for less; with both on,
+    # held-out SQuAD first citation in the gold paragraph 0.847 instead of 0.831 but 875 ms per question
+    # instead of 586 (benchmarks/squad.py --held-out --every 10 [--no-reader]), eval sets no better
+    reader: bool = False
     reader_weight: float = 0.75  # its probability's weight in a sentence's score
+    span_reader: bool = True  # read the best passages with the trained span reader (rag/span_reader.py)
+    span_weight: float = 0.5  # weight of its answer-start probability inside a sentence in the sentence's score
+    # a short answer needs span logit - no-answer logit at least this: from -99 to -2 the share given on
+    # held-out SQuAD falls 0.97 -> 0.93 for 0.01 of F1, each unit above 0 costs about 0.01 more
+    # (the sweep printed by benchmarks/squad.py)
+    short_answer_margin: float = -2.0
+    # abstain when the best span of the kind asked for beats "no answer" by less than this; -99 (= NO_SPAN)
+    # is off: every margin from -4 up that abstained more on SQuAD with the gold paragraph removed
+    # (0.09 -> 0.26+) also abstained wrongly on 0.22+ of eval/qa.jsonl's answerable questions, instead
+    # of 0.10, and caught no more unanswerable ones there or in eval/qa2.jsonl (benchmarks/abstain.py)
+    span_abstain_margin: float = -99.0
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"
     llm_api_key: str = "not-needed"

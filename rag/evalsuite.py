@@ -110,6 +110,7 @@ def evaluate_assistant(assistant, items: list[QAItem], top_k: int = 10, mode: st
         ans: Answer = assistant.answer(item.question, top_k=top_k, mode=mode)
         row: dict = {"id": item.id, "question": item.question, "type": item.type, "answerable": item.answerable,
                      "gold": item.answers, "answer": ans.text, "abstained": ans.abstained, "support": ans.support,
+                     "short_answer": ans.short_answer.text if ans.short_answer else None,
                      "citations": [{"n": c.n, "source": c.source, "start": c.start, "end": c.end, "quote": c.quote}
                                    for c in ans.citations],
                      "ranks": []}
@@ -135,6 +136,8 @@ def evaluate_assistant(assistant, items: list[QAItem], top_k: int = 10, mode: st
             row["answer_recall"] = list_recall(ans.text, golds) if item.is_list else answer_recall(ans.text, golds)
             row["token_f1"] = token_f1(ans.text, golds)
             row["exact_match"] = exact_match(ans.text, golds)
+            row["short_answer_f1"] = token_f1(row["short_answer"] or "", golds)
+            row["short_answer_em"] = exact_match(row["short_answer"] or "", golds)
             if item.is_list:
                 row["list_recall"] = list_recall(ans.text, golds)
             cites = ans.citations
@@ -157,7 +160,7 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     keys = [k for k in (answerable[0] if answerable else {}) if "@" in k]
     for k in keys:
         out[k] = mean(r[k] for r in answerable)
-    for k in ("answer_recall", "token_f1", "exact_match", "answer_supported"):
+    for k in ("answer_recall", "token_f1", "exact_match", "short_answer_f1", "short_answer_em", "answer_supported"):
         out[k] = mean(r[k] for r in answerable if not r["abstained"]) if k == "answer_supported" else \
             mean(r[k] for r in answerable)
     lists = [r for r in answerable if "list_recall" in r]

@@ -35,6 +35,10 @@ class ReaderError(Exception):
 class Reader:
     """Scores (question, sentence) pairs: the probability that the sentence holds the answer."""
 
+    weights_file = WEIGHTS
+    config_file = CONFIG
+    config_extra = {"pooling": "mean"}
+
     def __init__(self, model, tokenizer, frozen: int, max_length: int = 256, base_sha256: str = "",
                  base_dir: Path | None = None):
         self.model = model
@@ -54,7 +58,7 @@ class Reader:
 
         base_dir = Path(base_dir)
         encoder = AutoModel.from_pretrained(str(base_dir), local_files_only=True)
-        model = _CrossEncoder(encoder)
+        model = cls._module(encoder)
         for name, p in model.named_parameters():
             p.requires_grad = _trains(name, frozen)
         torch.nn.init.normal_(model.head.weight, std=0.02)
@@ -70,8 +74,8 @@ class Reader:
 
         reader_dir, base_dir = Path(reader_dir), Path(base_dir)
         try:
-            config = json.loads((reader_dir / CONFIG).read_text(encoding="utf-8"))
-            weights = load_file(str(reader_dir / WEIGHTS))
+            config = json.loads((reader_dir / cls.config_file).read_text(encoding="utf-8"))
+            weights = load_file(str(reader_dir / cls.weights_file))
         except (OSError, ValueError) as e:
             raise ReaderError(f"cannot read the reader in {reader_dir}: {e}") from None
         reader = cls.untrained(base_dir, frozen=int(config["frozen"]))
@@ -107,7 +111,7 @@ class Reader:
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        base = Reader.untrained(self.base_dir, self.frozen).model.state_dict() if rank else {}
+        base = type(self).untrained(self.base_dir, self.frozen).model.state_dict() if rank else {}
         trained = {}
         for name, p in self.model.named_parameters():
             if not _trains(name, self.frozen):
@@ -119,10 +123,15 @@ class Reader:
                 trained[name + DELTA_V] = vh[:rank].to(torch.float16).contiguous()
             else:
                 trained[name] = w.to(torch.float16).contiguous()
-        save_file(trained, str(out_dir / WEIGHTS))
+        save_file(trained, str(out_dir / self.weights_file))
         config = {"frozen": self.frozen, "max_length": self.max_length, "base_sha256": self.base_sha256,
-                  "pooling": "mean", "delta_rank": rank, **(meta or {})}
-        (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+                  "delta_rank": rank, **self.config_extra, **(meta or {})}
+        (out_dir / self.config_file).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    @staticmethod
+    def _module(encoder):
+        """The trainable network over the encoder: here a one-unit head on the mean of its outputs."""
+        return _cross_encoder_class()(encoder)
 
     def logits(self, questions: list[str], sentences: list[str]):
         """One logit per pair (a torch tensor; gradients flow when the model trains)."""
@@ -177,18 +186,14 @@ def _cross_encoder_class():
     return CrossEncoder
 
 
-def _CrossEncoder(encoder):  # noqa: N802 - a factory standing in for a class torch must not import eagerly
-    return _cross_encoder_class()(encoder)
-
-
 _cache: dict[str, Reader] = {}
 _lock = threading.Lock()
 
 
-def get_reader(base_dir: str | Path, reader_dir: str | Path = READER_DIR) -> Reader:
-    """One shared reader per process (loading takes about a second)."""
-    key = f"{Path(base_dir).resolve()}|{Path(reader_dir).resolve()}"
+def get_reader(base_dir: str | Path, reader_dir: str | Path = READER_DIR, kind: type[Reader] = Reader) -> Reader:
+    """One shared reader of each kind per process (loading takes about a second)."""
+    key = f"{kind.__name__}|{Path(base_dir).resolve()}|{Path(reader_dir).resolve()}"
     with _lock:
         if key not in _cache:
-            _cache[key] = Reader.load(base_dir, reader_dir)
+            _cache[key] = kind.load(base_dir, reader_dir)
         return _cache[key]

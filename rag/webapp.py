@@ -99,6 +99,9 @@ def render_answer_markdown(answer: Answer) -> str:
         pos = m.end()
     parts.append(escape_markdown(answer.text[pos:]))
     body = "".join(parts)
+    short = answer.short_answer
+    if short is not None and short.n in by_n:
+        body = f"**{escape_markdown(short.text)}** {cite_badge(short.n)}\n\n{body}"
     if answer.citations:
         listed = " · ".join(f"{cite_badge(c.n)} {escape_markdown(c.title)} — {escape_markdown(c.source)}"
                             for c in answer.citations)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.answering import NOT_IN_CORPUS, Answer, Citation, Passage
+from rag.answering import NOT_IN_CORPUS, Answer, Citation, Passage, ShortAnswer
 from rag.assistant import Assistant
 from rag.webapp import (
     SOURCES_EMPTY,
@@ -142,6 +142,19 @@ def test_citation_markers_become_badges():
                      r'\(notes/harbour.txt\)">1</sup> The Zorbulon', md)
     assert md.count('class="cite"') == 4  # two in the text, two in the source list
     assert "Sources:" in md and "notes/harbour.txt" in md
+
+
+def test_short_answer_leads_the_message_in_bold_with_its_badge():
+    c1 = _citation("The Zorbulon harbour opened in 1987")
+    ans = _answer([c1], [_passage()])
+    start = c1.start + c1.quote.index("1987")
+    ans.short_answer = ShortAnswer("1987", 1, c1.source, start, start + 4)
+    md = render_answer_markdown(ans)
+    assert md.startswith('**1987** <sup class="cite" data-cite="1">1</sup>\n\n')
+    ans.short_answer = ShortAnswer("<b>x</b>", 1, c1.source, start, start + 4)
+    assert render_answer_markdown(ans).startswith("**&lt;b&gt;x&lt;/b&gt;**")
+    ans.short_answer = None
+    assert not render_answer_markdown(ans).startswith("**")
 
 
 def test_markdown_in_document_text_is_not_interpreted():

@@ -44,7 +44,7 @@ def api(server):
 def test_ask_returns_the_json_of_rag_ask(api, server, settings):
     question = QUESTIONS[0][0]
     result = api.predict(question, 8, "hybrid", api_name="/ask")
-    assert set(result) == {"question", "answer", "abstained", "citations", "passages"}
+    assert set(result) == {"question", "answer", "short_answer", "abstained", "citations", "passages"}
     assert result["question"] == question and result["abstained"] is False
     assert "Li Lecheng" in result["answer"] and "[1]" in result["answer"]
     cite = result["citations"][0]

@@ -48,7 +48,7 @@ def answered(corpus_index, tmp_path_factory) -> dict[str, subprocess.CompletedPr
 
 
 def assert_schema(d: dict) -> None:
-    assert set(d) == {"question", "answer", "abstained", "citations", "passages"}
+    assert set(d) == {"question", "answer", "short_answer", "abstained", "citations", "passages"}
     for c in d["citations"]:
         assert set(c) == {"n", "source", "title", "start", "end", "quote", "score"}
     for p in d["passages"]:
@@ -91,6 +91,8 @@ def test_ask_prints_the_answer_then_its_sources_with_file_names_and_quotes(answe
     lines = result.stdout.splitlines()
     assert lines[0] == expected.text
     assert "Li Lecheng" in lines[0]
+    assert expected.short_answer is not None and "Li Lecheng" in expected.short_answer.text
+    assert f"Short answer: {expected.short_answer.text} [{expected.short_answer.n}]" in lines
     sources = lines.index("Sources:")
     assert sources > 0
     rest = "\n".join(lines[sources + 1:])
@@ -143,4 +145,3 @@ def test_interactive_mode_answers_each_line_and_resolves_follow_ups(answered, as
     positions = [out.find(a.text) for a in (first, second, third)]
     assert all(p >= 0 for p in positions), out
     assert positions == sorted(positions)
-    assert "Beijing" in third.text
