@@ -247,14 +247,18 @@ class IndexStore:
             raise KeyError(source)
         return DocumentRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
-    def text_span(self, source: str, start: int, end: int) -> str:
-        """`document(source).text[start:end]`, read without loading the whole document."""
+    def text_spans(self, spans: list[tuple[str, int, int]]) -> list[str]:
+        """`document(source).text[start:end]` for each (source, start, end), read in one connection
+        without loading whole documents."""
         with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
-            row = con.execute("SELECT substr(text, ?, ?) FROM docs WHERE source=?",
-                              (start + 1, max(0, end - start), source)).fetchone()
-        if row is None:
-            raise KeyError(source)
-        return row[0]
+            out = []
+            for source, start, end in spans:
+                row = con.execute("SELECT substr(text, ?, ?) FROM docs WHERE source=?",
+                                  (start + 1, max(0, end - start), source)).fetchone()
+                if row is None:
+                    raise KeyError(source)
+                out.append(row[0])
+        return out
 
     # ---- writing -------------------------------------------------------------------------
     @staticmethod
