@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test index lint clean
+.PHONY: run test quick index lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -32,6 +32,11 @@ test: $(STAMP)
 	  --report .cache/eval2-report \
 	  --min hit@5=0.80 --min answer_recall=0.53 --min citation_precision=0.41 \
 	  --min unanswerable_abstained=0.06 --max answerable_wrongly_abstained=0.07
+
+# the everyday loop (under 2 minutes on 2 cores): everything but servers, browsers, subprocesses and the local LLM
+quick: $(STAMP)
+	.venv/bin/ruff check rag tests benchmarks app.py
+	.venv/bin/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	.venv/bin/ruff check rag tests benchmarks app.py

@@ -26,16 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import REPO, cache_dir, doc_of  # noqa: E402
-from bench_common import add_set_option, apply_sets, markdown_table  # noqa: E402
-from squad import SQUAD_DEV, _slug, read_squad, squad_index  # noqa: E402
-from train_reader import held_out_titles  # noqa: E402
+from beir_data import REPO, cache_dir, doc_of
+from bench_common import add_set_option, apply_sets, markdown_table
+from squad import SQUAD_DEV, _slug, read_squad, squad_index
+from train_reader import held_out_titles
 
-from rag.assistant import Assistant  # noqa: E402
-from rag.config import Settings  # noqa: E402
-from rag.evalsuite import read_qa  # noqa: E402
-from rag.indexer import build_index  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
+from rag.assistant import Assistant
+from rag.config import Settings
+from rag.evalsuite import read_qa
+from rag.indexer import build_index
+from rag.store import IndexStore
 
 SUPPORT = [0.25, 0.3, 0.35]
 MARGINS = [-99.0, -12.0, -10.0, -8.0, -6.0, -4.0, -2.0, 0.0]

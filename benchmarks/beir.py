@@ -15,14 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import SCIFACT, cache_dir, doc_of, materialise, read_beir  # noqa: E402
-from bench_common import markdown_table, metric_rows  # noqa: E402
+from beir_data import SCIFACT, cache_dir, doc_of, materialise, read_beir
+from bench_common import markdown_table, metric_rows
 
-from rag.config import Settings, model_path  # noqa: E402
-from rag.embeddings import get_embedder  # noqa: E402
-from rag.indexer import build_index  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
+from rag.config import Settings, model_path
+from rag.embeddings import get_embedder
+from rag.indexer import build_index
+from rag.retrieval import Retriever
+from rag.store import IndexStore
 
 
 def doc_run(retriever: Retriever, queries: dict, configs: dict, depth: int = 100) -> dict:

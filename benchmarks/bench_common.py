@@ -75,10 +75,10 @@ def add_set_option(ap) -> None:
 
 def apply_sets(settings, items: list[str], ap):
     """`settings` with the `--set NAME=VALUE` overrides applied; a bad one is a usage error."""
-    from rag.config import _coerce
+    from rag.config import coerce_setting
 
     try:
         overrides = dict(item.split("=", 1) for item in items)
-        return settings.replace(**{k: _coerce(k, v) for k, v in overrides.items()})
+        return settings.replace(**{k: coerce_setting(k, v) for k, v in overrides.items()})
     except (ValueError, TypeError) as e:
         ap.error(f"--set NAME=VALUE: {e}")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import SCIFACT, cache_dir, materialise, read_beir  # noqa: E402
-from bench_common import (  # noqa: E402
+from beir_data import SCIFACT, cache_dir, materialise, read_beir
+from bench_common import (
     EmbedderEmbeddings,
     cpu_count,
     load,
@@ -40,10 +40,10 @@ from bench_common import (  # noqa: E402
     set_threads,
 )
 
-from rag.assistant import Assistant  # noqa: E402
-from rag.config import Settings  # noqa: E402
-from rag.indexer import build_index  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
+from rag.assistant import Assistant
+from rag.config import Settings
+from rag.indexer import build_index
+from rag.store import IndexStore
 
 
 def peer_ensemble(store: IndexStore, embedder, k: int):

@@ -27,15 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import cache_dir, doc_of, materialise  # noqa: E402
-from bench_common import add_set_option, apply_sets, cpu_count, load, markdown_table, metric_rows, set_threads  # noqa: E402,E501
-from train_reader import SQUAD_DEV, held_out_titles  # noqa: E402
+from beir_data import cache_dir, doc_of, materialise
+from bench_common import add_set_option, apply_sets, cpu_count, load, markdown_table, metric_rows, set_threads
+from train_reader import SQUAD_DEV, held_out_titles
 
-from rag.assistant import Assistant  # noqa: E402
-from rag.config import Settings  # noqa: E402
-from rag.evaluation import answer_recall, exact_match, mean, token_f1  # noqa: E402
-from rag.indexer import build_index  # noqa: E402
-from rag.store import IndexStore  # noqa: E402
+from rag.assistant import Assistant
+from rag.config import Settings
+from rag.evaluation import answer_recall, exact_match, mean, token_f1
+from rag.indexer import build_index
+from rag.store import IndexStore
 
 MODES = {"bm25": "bm25", "dense": "dense", "hybrid (default)": "hybrid"}
 _MARKER = re.compile(r"\s*\[\d+\]")

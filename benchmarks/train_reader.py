@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from beir_data import REPO  # noqa: E402
-from bench_common import set_threads  # noqa: E402
+from beir_data import REPO
+from bench_common import set_threads
 
-from rag.chunking import sentence_spans  # noqa: E402
+from rag.chunking import sentence_spans
 
 SQUAD_DEV = REPO.parent / "shared" / "benchmarks" / "squad-v1.1" / "dev-v1.1.json"
 

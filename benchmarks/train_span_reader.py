@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import set_threads  # noqa: E402
-from train_reader import Trainer, split_articles, training_args  # noqa: E402
+from bench_common import set_threads
+from train_reader import Trainer, split_articles, training_args
 
 REPO = Path(__file__).resolve().parent.parent
 _WORD = re.compile(r"\w+")

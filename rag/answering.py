@@ -16,16 +16,12 @@ import numpy as np
 from .chunking import sentence_spans
 from .config import Settings, default_model_path
 from .embeddings import Embedder
-from .lexical import idf_weights
 from .reader import Reader, get_reader
 from .retrieval import Hit, Retriever
 from .span_reader import SpanReader
+from .stopwords import QUESTION_TERMS, STOPWORDS
 
 NOT_IN_CORPUS = "The corpus does not say."
-# words that shape a question but carry no topic; they never count towards lexical support
-_QUESTION_WORDS = {"which", "what", "who", "whom", "whose", "when", "where", "why", "how", "mani", "much",
-                   "did", "doe", "do", "is", "are", "was", "were", "name", "list", "tell", "accord",
-                   "articl", "mention", "say", "said", "describ", "kind", "type", "s"}
 
 
 @dataclass
@@ -132,6 +128,19 @@ MAX_LIST_ITEMS = 12  # items joined to the line that introduces them (longer lis
 MAX_UNIT_CHARS = 1500  # an intro and its items stop growing here (about a 200-token passage's worth of text)
 _FINAL = re.compile(r"[.!?;。！？；][\"'”’)\]]*$")  # sentence-final punctuation
 PROBE_CHARS = 400  # about two sentences (~90 word-pieces): the SQuAD sentences the readers learnt on are shorter
+# the sentence score (ExtractiveAnswerer._score): weights chosen on SQuAD dev samples, checked on eval/qa.jsonl
+PASSAGE_COSINE_WEIGHT = 0.2  # the passage's similarity to the question (context)
+TERM_OVERLAP_WEIGHT = 0.3  # the IDF-weighted share of question terms the sentence holds
+SENTENCE_COSINE_WEIGHT = 0.25  # the sentence's own similarity to the question
+ALIGNMENT_WEIGHT = 0.5  # word-by-word alignment of question and sentence word-pieces
+HEADING_PENALTY = 0.1  # a title-like line names a topic; it rarely answers
+RANK_PRIOR_WEIGHT = 0.1  # preselection only: a better-ranked passage's sentences are read first
+SUPPORT_COSINE_WEIGHT = 0.5  # support (abstention) uses the pooled cosine instead of alignment
+UNTYPED_PENALTY = 0.15  # a best sentence without the asked-for kind of answer (number, date...) loses this
+UNTYPED_SUPPORT_FACTOR = 0.5  # ... and its support is scaled by this: the corpus likely lacks the fact
+PROBE_BATCH = 4  # sentences per embedding batch: short ones are not padded to a long one (faster, measured)
+MIN_UNIT_WORDS = 3  # shorter units ("Article 5.", "Notes") are never answers (not tuned)
+TITLE_LINE_WORDS = 10  # a line this short without sentence punctuation is title-like (not tuned)
 HEADING_MAX_WORDS = 12  # a line this short with no sentence punctuation names a section rather than states a fact
 
 
@@ -204,7 +213,7 @@ def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int]]:
     return out
 
 
-def _candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[Candidate]:
+def answer_candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[Candidate]:
     """The answer units (`answer_units`) of the best hits, deduplicated across overlapping chunks. With
     `text_spans([(source, start, end), ...])` (the documents' text, `IndexStore.text_spans`), a list that
     a passage introduces is followed past the passage's end."""
@@ -218,7 +227,7 @@ def _candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[Candida
         text = window if window.startswith(c.text) else c.text
         for s, e in answer_units(text, limit=len(c.text)):
             key = (c.source, c.start + s)
-            if key not in seen and len(text[s:e].split()) >= 3:
+            if key not in seen and len(text[s:e].split()) >= MIN_UNIT_WORDS:
                 seen.add(key)
                 out.append(Candidate(hit, c.start + s, c.start + e, text[s:e]))
     return out
@@ -295,12 +304,6 @@ def has_type(text: str, kind: str | None, question: str = "") -> bool:
                for m in pattern.finditer(text))
 
 
-# function words and question words: they say nothing about which sentence holds the answer
-_ALIGN_STOP = {"the", "a", "an", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "are",
-               "was", "were", "be", "been", "what", "which", "who", "whom", "whose", "when", "where", "why", "how",
-               "did", "does", "do", "that", "this", "these", "those", "it", "its", "as", "into", "than", "then",
-               "there", "their", "his", "her", "they", "he", "she", "s", "many", "much"}
-
 
 def alignment(question_tokens: np.ndarray, sentence_tokens: np.ndarray, weights: np.ndarray | None = None) -> float:
     """How well a sentence covers the question word by word: for each question word-piece, its best
@@ -318,7 +321,8 @@ def alignment(question_tokens: np.ndarray, sentence_tokens: np.ndarray, weights:
 
 def _is_heading(text: str) -> bool:
     """A title-like line (short, no sentence punctuation) names a topic rather than stating a fact."""
-    return "\n" not in text and len(text.split()) <= 10 and not re.search(r"[.!?。！？][\"'”’)\]]*$", text)
+    return ("\n" not in text and len(text.split()) <= TITLE_LINE_WORDS
+            and not re.search(r"[.!?。！？][\"'”’)\]]*$", text))
 
 
 class ExtractiveAnswerer:
@@ -361,29 +365,31 @@ class ExtractiveAnswerer:
         articles it was not trained on: first citation holds the answer 0.750 → 0.772 on 491 questions)
         and checked on eval/qa.jsonl.
         """
-        cands = _candidates(hits, max_hits=PASSAGES_READ, text_spans=self.retriever.store.text_spans)
+        cands = answer_candidates(hits, max_hits=PASSAGES_READ, text_spans=self.retriever.text_spans)
         if not cands:
             return [], 0.0, None
-        lexical = self.retriever.store.lexical
-        q_terms = [t for t in dict.fromkeys(lexical.query_tokens(question)) if t not in _QUESTION_WORDS]
-        weights = dict(zip(q_terms, idf_weights(lexical, q_terms), strict=True))
+        index = self.retriever
+        q_terms = [t for t in dict.fromkeys(index.query_terms(question)) if t not in QUESTION_TERMS]
+        weights = dict(zip(q_terms, index.idf(q_terms), strict=True))
         total = sum(weights.values()) or 1.0
         kind = answer_type(question)
         passage_cos = {h.chunk.id: float(self.retriever.dense_score(h.chunk.row, qv)) for h in hits}
         n_hits = max(len(hits), 1)
-        for c, terms in zip(cands, lexical.tokens_of([c.text for c in cands]), strict=True):
+        for c, terms in zip(cands, index.terms_of([c.text for c in cands]), strict=True):
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
             c.typed = has_type(c.text, kind, question)
-            c.score = 0.2 * passage_cos[c.hit.chunk.id] + 0.3 * c.overlap - (0.1 if _is_heading(c.text) else 0.0)
+            c.score = (PASSAGE_COSINE_WEIGHT * passage_cos[c.hit.chunk.id] + TERM_OVERLAP_WEIGHT * c.overlap
+                       - (HEADING_PENALTY if _is_heading(c.text) else 0.0))
         # embedding and reading sentences are the expensive steps: at most `answer_candidates`, the most
         # promising by the cheap signals (answer kind, passage similarity, term overlap, passage rank).
         # The default (64) keeps every sentence of the six best 200-token passages: keeping only 12 lost
         # the evidence sentence for 18% of eval/qa.jsonl's answerable questions (8% with 24).
-        cands.sort(key=lambda c: (not c.typed, -(c.score + 0.1 * (1 - (c.hit.rank - 1) / n_hits)), c.start))
+        cands.sort(key=lambda c: (not c.typed, -(c.score + RANK_PRIOR_WEIGHT * (1 - (c.hit.rank - 1) / n_hits)),
+                                  c.start))
         cands = cands[: self.settings.answer_candidates]
         # small batches: short sentences are not padded to the longest one
         probes = [_probe(c.text) for c in cands]
-        vecs, sent_tokens, _ = self.embedder.embed_tokens(probes, batch_size=4, pieces=False)
+        vecs, sent_tokens, _ = self.embedder.embed_tokens(probes, batch_size=PROBE_BATCH, pieces=False)
         q_tokens, q_weights = self._question_tokens(question, question_tokens)
         for c, cs, st in zip(cands, vecs @ qv, sent_tokens, strict=True):
             c.cosine = float(cs)
@@ -391,13 +397,14 @@ class ExtractiveAnswerer:
             # support (is the answer here at all?) keeps the pooled cosine: alignment has a high floor
             # (unrelated word-pieces still have cosines around 0.3), which made off-topic questions look
             # supported (SQuAD questions asked of corpus/: 96.0% abstained instead of 99.7%)
-            c.support = c.score + 0.5 * c.cosine
-            c.score += 0.25 * c.cosine + 0.5 * c.alignment
-        # support: the best score once a missing answer kind costs 0.15, halved if even that best lacks it.
+            c.support = c.score + SUPPORT_COSINE_WEIGHT * c.cosine
+            c.score += SENTENCE_COSINE_WEIGHT * c.cosine + ALIGNMENT_WEIGHT * c.alignment
+        # support: the best score once a missing answer kind costs UNTYPED_PENALTY, scaled by
+        # UNTYPED_SUPPORT_FACTOR if even that best lacks it.
         # It is taken before the reader adds its term: the reader's probabilities did not separate
         # answerable from unanswerable questions better on SQuAD, and worse on eval/qa.jsonl (README).
-        top = max(cands, key=lambda c: c.score - (0.0 if c.typed else 0.15))
-        support = top.support if top.typed else (top.support - 0.15) * 0.5
+        top = max(cands, key=lambda c: c.score - (0.0 if c.typed else UNTYPED_PENALTY))
+        support = top.support if top.typed else (top.support - UNTYPED_PENALTY) * UNTYPED_SUPPORT_FACTOR
         reader = self.reader
         if reader is not None:
             for c, p in zip(cands, reader.scores(question, probes), strict=True):
@@ -465,13 +472,13 @@ class ExtractiveAnswerer:
             else:
                 words.append(p)
             owner.append(len(words) - 1)
-        keep = [i for i, p in enumerate(pieces) if re.search(r"\w", p) and p.lower() not in _ALIGN_STOP]
+        keep = [i for i, p in enumerate(pieces) if re.search(r"\w", p) and p.lower() not in STOPWORDS]
         if not keep:
             return tokens, np.ones(len(tokens), dtype=np.float32)
-        lexical = self.retriever.store.lexical
+        index = self.retriever
         kept_words = sorted({owner[i] for i in keep})
-        idf = {w: max(idf_weights(lexical, sorted(stems)), default=0.0)
-               for w, stems in zip(kept_words, lexical.tokens_of([words[w] for w in kept_words]), strict=True)}
+        idf = {w: max(index.idf(sorted(stems)), default=0.0)
+               for w, stems in zip(kept_words, index.terms_of([words[w] for w in kept_words]), strict=True)}
         weights = np.array([idf[owner[i]] for i in keep], dtype=np.float32)
         if weights.sum() <= 0:
             weights = np.ones_like(weights)

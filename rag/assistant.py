@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,11 +18,13 @@ from .answering import (
     split_question,
     stream_text,
 )
-from .config import Settings, model_path
-from .embeddings import get_embedder
-from .indexer import model_info
-from .retrieval import RagRetriever, Reranker, Retriever
+from .config import ANSWERERS, Settings, model_path
+from .embeddings import get_embedder, model_info
+from .indexer import BuildSummary, build_index
+from .llm import ChatBackend, llm_answer, stream_llm_answer
+from .retrieval import Reranker, Retriever
 from .store import IndexStore
+from .uploads import UploadReport, add_files
 
 MAX_QUESTION_CHARS = 2000
 
@@ -46,8 +49,9 @@ class Assistant:
         self.settings = settings
         self.embedder = get_embedder(model_path(settings), settings.batch_size)
         self.reranker = reranker
-        self.llm = llm
+        self.llm: ChatBackend | None = chat_backend(llm)
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one upload or rebuild at a time in this process
         self._install(store)
 
     @classmethod
@@ -55,16 +59,23 @@ class Assistant:
              reranker: Reranker | None = None, llm=None) -> Assistant:
         """Open the index in `index_dir` (default: settings.index_dir); raises IndexStoreError if unusable.
 
-        `llm` is a LangChain chat model; without one, an LLM is used only when settings.llm_url is set.
+        `llm` is a chat backend (`rag.llm.ChatBackend`) or a LangChain chat model. Without one, an LLM
+        answers only when configured: settings.llm_gguf (a local GGUF file, in process) or
+        settings.llm_url (an OpenAI-compatible server).
         """
         settings = (settings or Settings.load()).replace(index_dir=Path(index_dir) if index_dir else None)
         embedder = get_embedder(model_path(settings), settings.batch_size)
         store = IndexStore.open(settings.index_dir, model_info(embedder))
-        if llm is None and settings.llm_url:
-            from .llm import chat_model
+        return cls(store, settings, reranker, llm if llm is not None else configured_llm(settings))
 
-            llm = chat_model(settings)
-        return cls(store, settings, reranker, llm)
+    @classmethod
+    def build(cls, paths: list[str | Path] | None = None, settings: Settings | None = None, prune: bool = True,
+              progress: bool = False, **load_kw) -> tuple[Assistant, BuildSummary]:
+        """Index `paths` (default: settings.corpus_dir) into settings.index_dir, then open it."""
+        settings = settings or Settings.load()
+        summary = build_index(paths or [settings.corpus_dir], settings.index_dir, settings, prune=prune,
+                              progress=progress)
+        return cls.load(settings.index_dir, settings, **load_kw), summary
 
     def _install(self, store: IndexStore) -> None:
         retriever = Retriever(store, self.embedder, self.settings, self.reranker)
@@ -75,6 +86,22 @@ class Assistant:
     def reload(self) -> None:
         """Pick up a rebuilt index (e.g. after uploads); answers in flight finish on the old one."""
         self._install(IndexStore.open(self.settings.index_dir, model_info(self.embedder)))
+
+    def update(self, paths: list[str | Path], prune: bool = False, progress: bool = False) -> BuildSummary:
+        """Index `paths` into this assistant's index (keeping other documents unless `prune`), then reload."""
+        with self._write_lock:
+            summary = build_index(paths, self.settings.index_dir, self.settings, prune=prune, progress=progress)
+            self.reload()
+            return summary
+
+    def add_files(self, files: list[str | Path], upload_dir: str | Path, progress: bool = False) -> UploadReport:
+        """Check and copy files into `upload_dir`, index them next to what is indexed, and reload.
+        Unreadable files are reported in the result, not raised; a failing build raises."""
+        with self._write_lock:
+            report = add_files(files, upload_dir, self.settings, self.store.documents(), progress)
+            if report.summary is not None:
+                self.reload()
+            return report
 
     def answer(self, question: str, history: list | None = None, top_k: int | None = None,
                mode: str | None = None, filters: dict | None = None, answerer: str | None = None) -> Answer:
@@ -102,14 +129,17 @@ class Assistant:
         vectors, tokens, pieces = self.embedder.embed_tokens([query])
         qv = vectors[0]
         hits = retriever.search(query, top_k=top_k, mode=mode, filters=filters, query_vector=qv)
-        use_llm = answerer == "llm" or (answerer is None and self.llm is not None)
-        if use_llm:
-            if self.llm is None:
-                raise ValueError("no LLM is configured; set RAG_LLM_URL to an OpenAI-compatible endpoint")
-            from .llm import llm_answer
-
-            return llm_answer(self.llm, question, query, hits, self.embedder, self.settings)
+        if self._use_llm(answerer):
+            return llm_answer(self.llm, question, query, hits, self.embedder)
         return extractive.answer(question, hits, qv, query, query_tokens=(tokens[0], pieces[0]))
+
+    def _use_llm(self, answerer: str | None) -> bool:
+        if answerer not in ANSWERERS + (None,):
+            raise ValueError(f"unknown answerer {answerer!r}; use one of {', '.join(ANSWERERS)}")
+        if answerer == "llm" and self.llm is None:
+            raise ValueError("no LLM is configured; set RAG_LLM_GGUF to a GGUF model file or RAG_LLM_URL "
+                             "to an OpenAI-compatible endpoint")
+        return answerer == "llm" or (answerer is None and self.llm is not None)
 
     def stream(self, question: str, history: list | None = None, **kw) -> Iterator[str]:
         """The answer text, piece by piece (sentence by sentence for the extractive answerer)."""
@@ -117,7 +147,17 @@ class Assistant:
             yield partial[1]
 
     def stream_answer(self, question: str, history: list | None = None, **kw) -> Iterator[tuple[Answer, str]]:
-        """(answer so far, new text) pairs; the last answer is complete."""
+        """(answer so far, new text) pairs; the last answer is complete. The new texts join into its text.
+
+        The LLM answerer streams as the model generates (each sentence once verified); the extractive
+        one answers, then yields the answer sentence by sentence."""
+        question = check_question(question)
+        if self._use_llm(kw.get("answerer")) and len(split_question(question)) == 1:
+            query = resolve_follow_up(question, history)
+            hits = self.retriever.search(query, top_k=kw.get("top_k"), mode=kw.get("mode"),
+                                         filters=kw.get("filters"))
+            yield from stream_llm_answer(self.llm, question, query, hits, self.embedder)
+            return
         final = self.answer(question, history, **kw)
         text = ""
         shown = 0
@@ -129,20 +169,46 @@ class Assistant:
         if text != final.text:
             yield final, ""
 
-    def as_retriever(self, **kw) -> RagRetriever:
-        """A LangChain BaseRetriever over this index."""
-        return RagRetriever(retriever=self.retriever, **kw)
+    def as_retriever(self, **kw):
+        """A LangChain retriever over this index (`rag.integrations.langchain.RagRetriever`): k,
+        search_type, search_kwargs, filter."""
+        from .integrations.langchain import RagRetriever
+
+        return RagRetriever(retriever=self.retriever, index_dir=self.settings.index_dir, **kw)
 
     def as_runnable(self):
-        """A LangChain Runnable: {"question", "history"?} → the answer dict of `Answer.to_dict()`."""
-        from .chain import answer_runnable
+        """A LangChain Runnable: {"question", "history"?} → the answer dict of `Answer.to_dict()`; streams."""
+        from .integrations.langchain import AnswerRunnable
 
-        return answer_runnable(self)
+        return AnswerRunnable(self)
 
     def status(self) -> dict:
         m = self.store.manifest
         return {"documents": m["counts"]["documents"], "chunks": m["counts"]["chunks"],
                 "model": m["model"]["name"], "updated": m.get("updated", ""), "index_dir": str(self.settings.index_dir)}
+
+
+def chat_backend(llm: Any) -> ChatBackend | None:
+    """`llm` as a chat backend: a LangChain chat model is wrapped, a backend is kept as it is."""
+    runnables = sys.modules.get("langchain_core.runnables")  # a LangChain model means LangChain is loaded
+    if llm is not None and runnables is not None and isinstance(llm, runnables.Runnable):
+        from .integrations.langchain import LangChainChat
+
+        return LangChainChat(llm)
+    return llm
+
+
+def configured_llm(settings: Settings) -> ChatBackend | None:
+    """The LLM the settings name: a local GGUF file (first), an OpenAI-compatible URL, or none."""
+    if settings.llm_gguf:
+        from .local_llm import LocalGGUF
+
+        return LocalGGUF(settings.llm_gguf)
+    if settings.llm_url:
+        from .integrations.langchain import openai_chat
+
+        return openai_chat(settings)
+    return None
 
 
 _shared: dict[str, Assistant] = {}
@@ -162,4 +228,4 @@ def answer(question: str, index_dir: str | Path = "index", history: list | None 
     return shared_assistant(index_dir).answer(question, history)
 
 
-__all__ = ["Assistant", "answer", "NOT_IN_CORPUS", "QuestionError"]
+__all__ = ["ANSWERERS", "Assistant", "answer", "NOT_IN_CORPUS", "QuestionError"]

@@ -255,6 +255,11 @@ def _count_tokens(texts: list[str]) -> list[int]:
     return [len(enc.encode_ordinary(t)) for t in texts]
 
 
+MIN_REFIT_TOKENS = 8  # a re-split chunk is never cut below this many tokens (keeps the loop short; not tuned)
+REFIT_SLACK = 8  # word-pieces added to the measured count when scaling the budget (not tuned)
+REFIT_MARGIN = 2  # and tokens taken off the scaled budget (not tuned)
+
+
 def _fit_window(text, ranges, max_wordpieces, count_wordpieces):
     """Split again any chunk whose count (by `count_wordpieces`) exceeds `max_wordpieces`."""
     out: list[tuple[int, int]] = []
@@ -266,7 +271,10 @@ def _fit_window(text, ranges, max_wordpieces, count_wordpieces):
             if c <= max_wordpieces or e - s < 2:
                 out.append((s, e))
                 continue
-            budget = max(8, len(encoding().encode_ordinary(text[s:e])) * max_wordpieces // (c + 8) - 2)
+            # scale the tiktoken budget by how far over the window the chunk is, with slack for the
+            # special tokens and the rounding (each loop pass re-checks, so the slack is not critical)
+            tokens = len(encoding().encode_ordinary(text[s:e]))
+            budget = max(MIN_REFIT_TOKENS, tokens * max_wordpieces // (c + REFIT_SLACK) - REFIT_MARGIN)
             pieces = _split_long(text, s, e, budget)
             if len(pieces) < 2:
                 # too few tiktoken tokens to cut between (a run of 5000 '=' is a handful of tokens but

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Settings
+from .config import ANSWERERS, DEFAULT_HOST, DEFAULT_PORT, MODES, Settings, check_top_k
 
 
 class CliError(Exception):
@@ -15,8 +15,12 @@ class CliError(Exception):
 
 
 def _settings(args) -> Settings:
-    settings = Settings.load()
-    return settings.replace(index_dir=getattr(args, "index_dir", None))
+    """Settings.load() with the flags the command was given (a flag left out keeps the setting)."""
+    settings = Settings.load().replace(index_dir=getattr(args, "index_dir", None),
+                                       llm_gguf=getattr(args, "llm_gguf", None))
+    if getattr(args, "top_k", None) is not None:
+        settings = settings.replace(top_k=check_top_k(args.top_k))
+    return settings.replace(mode=getattr(args, "mode", None))
 
 
 def cmd_index(args) -> int:
@@ -63,7 +67,7 @@ def _short(text: str, n: int = 160) -> str:
 def cmd_ask(args) -> int:
     from .assistant import Assistant, check_question
 
-    settings = _settings(args).replace(top_k=args.top_k, mode=args.mode)
+    settings = _settings(args)
     if args.question is not None:
         check_question(args.question)
     assistant = Assistant.load(settings.index_dir, settings)
@@ -77,8 +81,9 @@ def cmd_ask(args) -> int:
     history: list[dict] = []
     print("Ask a question about the documents (empty line or Ctrl-D to quit).", file=sys.stderr)
     while True:
+        print("? ", end="", file=sys.stderr, flush=True)  # the prompt never mixes into --json output
         try:
-            question = input("? ").strip()
+            question = input().strip()
         except EOFError:
             return 0
         if not question:
@@ -122,7 +127,7 @@ def cmd_eval(args) -> int:
         print(f"indexed {args.corpus}: {summary.documents} documents, {summary.chunks} chunks, "
               f"embedded {summary.embedded}", file=sys.stderr)
     assistant = Assistant.load(settings.index_dir, settings)
-    result = evaluate_assistant(assistant, items, top_k=args.top_k, mode=args.mode, progress=not quiet)
+    result = evaluate_assistant(assistant, items, top_k=settings.top_k, mode=settings.mode, progress=not quiet)
     if args.report:
         folder = write_report(result, args.report, str(args.qa))
         print(f"report written to {folder}/report.md (results.json, plot.png)", file=sys.stderr)
@@ -151,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question with citations (no question: interactive)")
     p.add_argument("question", nargs="?")
     p.add_argument("--index-dir", type=Path)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
-    p.add_argument("--answerer", choices=["extractive", "llm"])
+    p.add_argument("--top-k", type=int, help="passages to retrieve (default: Settings.top_k)")
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--answerer", choices=ANSWERERS)
+    p.add_argument("--llm-gguf", type=Path, help="answer with this local GGUF model, in process (RAG_LLM_GGUF)")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema in README)")
     p.set_defaults(func=cmd_ask)
 
@@ -161,26 +167,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"))
     p.add_argument("--index-dir", type=Path)
     p.add_argument("--corpus", type=Path, help="index this folder into --index-dir first (incrementally)")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--top-k", type=int, help="passages to retrieve (default: Settings.top_k)")
+    p.add_argument("--mode", choices=MODES)
     p.add_argument("--json", action="store_true", help="print the overall metrics as one JSON object")
     p.add_argument("--report", type=Path, help="write report.md, results.json and plot.png here")
     p.add_argument("--min", action="append", metavar="METRIC=VALUE", help="fail when a metric is below VALUE")
     p.add_argument("--max", action="append", metavar="METRIC=VALUE", help="fail when a metric is above VALUE")
     p.set_defaults(func=cmd_eval)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("serve", help="serve the web app (chat, sources, uploads) and the /ask HTTP API")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0 exposes the app to your network)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--index-dir", type=Path, help="the index to answer from (default: index/)")
+    p.add_argument("--corpus-dir", type=Path,
+                   help="the folder the 'Build index' button indexes (default: corpus/)")
+    p.add_argument("--upload-dir", type=Path,
+                   help="where uploaded files are kept (default: RAG_UPLOAD_DIR or uploads/)")
+    p.add_argument("--llm-gguf", type=Path, help="offer a local GGUF model as the llm answerer (RAG_LLM_GGUF)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
-def _register_serve(sub) -> None:
-    from .webapp import register_serve_command  # Gradio itself is imported only when serving
+def cmd_serve(args) -> int:
+    from .webapp import serve  # Gradio is imported only when serving
 
-    register_serve_command(sub)
-
-
-_EXTRA_COMMANDS: list = [_register_serve]
+    settings = _settings(args).replace(corpus_dir=args.corpus_dir)
+    return serve(settings, args.host, args.port, args.upload_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,14 +206,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `rag ask ... | head`: the reader left, nothing to report
+        _silence_stdout()
+        return 0
     except (CliError, LoaderError, IndexStoreError, EmbeddingError, ReaderError, ValueError, OSError) as e:
         print(f"rag {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rag {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot raise BrokenPipeError again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -5,8 +5,37 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+MODES = ("hybrid", "dense", "bm25")  # retrieval modes, for every entry point (CLI, app, API, library)
+FUSIONS = ("convex", "rrf")
+ANSWERERS = ("extractive", "llm")  # extractive quotes the documents; llm needs a configured model
+EXTENSIONS = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")  # the file types the loaders read
+DEFAULT_HOST = "127.0.0.1"  # servers bind to this machine only unless told otherwise
+DEFAULT_PORT = 7860  # Gradio's usual port
+MAX_TOP_K = 50  # the most passages one question may retrieve: more is slow and never helped (not tuned further)
+
+
+def check_top_k(top_k, limit: int | None = MAX_TOP_K) -> int:
+    """`top_k` as an int in 1..limit (a whole float or numeric string is accepted), else ValueError. The
+    entry points (CLI, app, HTTP API, LangChain retriever) use MAX_TOP_K; the library itself, no limit."""
+    try:
+        value = None if isinstance(top_k, bool) or float(top_k) != int(float(top_k)) else int(float(top_k))
+    except (TypeError, ValueError, OverflowError):
+        value = None
+    if value is None:
+        raise ValueError(f"top_k must be a whole number, not {top_k!r}")
+    if value < 1 or (limit is not None and value > limit):
+        raise ValueError(f"top_k must be between 1 and {limit}, not {value}" if limit is not None
+                         else f"top_k must be at least 1, not {value}")
+    return value
+
+
+def check_mode(mode) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -50,7 +79,7 @@ class Settings:
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"
     llm_api_key: str = "not-needed"
-    extra: dict = field(default_factory=dict)
+    llm_gguf: Path | None = None  # a local GGUF model answered in process (rag/local_llm.py), instead of llm_url
 
     def replace(self, **changes) -> Settings:
         """A copy with some fields changed (None values are ignored)."""
@@ -70,12 +99,12 @@ class Settings:
             key = "RAG_" + name.upper()
             if key in env and env[key] != "":
                 values[name] = env[key]
-        return cls(**{k: _coerce(k, v) for k, v in values.items() if k in types})
+        return cls(**{k: coerce_setting(k, v) for k, v in values.items() if k in types})
 
 
-def _coerce(name: str, value):
+def coerce_setting(name: str, value):
     default = getattr(Settings, name, None)
-    if name in ("corpus_dir", "index_dir", "model_path"):
+    if name in ("corpus_dir", "index_dir", "model_path", "llm_gguf"):
         return Path(value)
     if isinstance(default, bool):
         return str(value).lower() in ("1", "true", "yes")

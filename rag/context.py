@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .stopwords import STOPWORDS
+
 # the prefix budget, in word-pieces: a title plus a heading is 10-25 pieces in the corpora measured
 # (PEPs, news, SciFact titles: 95th percentile 27), and 256 - 32 still leaves room for a 200-token chunk
 PREFIX_WORDPIECES = 32
-CONTEXT_VERSION = 1  # recorded in the manifest; bump when the prefix rules change (forces a re-embed)
+CONTEXT_VERSION = 2  # recorded in the manifest; bump when the prefix rules change (forces a re-embed)
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
@@ -41,10 +43,6 @@ _CLOSERS = "\"'”’»)]"
 _SENTENCE_END = tuple(".!?…。！？")  # a line ending so (before closing quotes) finished its sentence
 _BODY_END = _SENTENCE_END + tuple(":;：；")  # ... or leads into what follows: running text either way
 _NOT_HEADING_START = tuple("-*+•·>|=([{\"'“‘`~_/\\")  # list items, quotes, tables, rules
-# a line ending on one of these words is a hard-wrapped piece of a sentence, not a heading
-_FUNCTION_WORDS = frozenset(
-    "a an the and or but nor of to in on at by for from with as into onto than that which who whose "
-    "is are was were be been its their his her our your this these those".split())
 MAX_HEADING_WORDS = 12
 MAX_HEADING_CHARS = 100
 
@@ -96,7 +94,7 @@ def _title_like(line: str) -> bool:
         return False
     if t[0].isalpha() and t[0].islower():
         return False  # a sentence fragment
-    return len(words) == 1 or words[-1].lower() not in _FUNCTION_WORDS
+    return len(words) == 1 or words[-1].lower() not in STOPWORDS  # a hard-wrapped sentence piece
 
 
 def _body_like(line: str) -> bool:

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# set (unless the user set them) only when a model is loaded, not on import: the model is a local
+# folder, so the hub is never asked, and the tokenizers' fork warning stays quiet
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def offline_env() -> None:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 class EmbeddingError(Exception):
@@ -38,6 +43,7 @@ class Embedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
+                    offline_env()
                     from sentence_transformers import SentenceTransformer
 
                     self._model = SentenceTransformer(str(self.model_dir), device="cpu", local_files_only=True)
@@ -117,6 +123,12 @@ class Embedder:
             strings.append(self.model.tokenizer.convert_ids_to_tokens(o["input_ids"][1:n - 1].tolist())
                            if pieces else [])
         return np.ascontiguousarray(vectors), tokens, strings
+
+
+def model_info(embedder: Embedder) -> dict:
+    """What the index manifest records of the model, checked when the index is opened."""
+    return {"name": embedder.name, "dimension": embedder.dimension, "fingerprint": embedder.fingerprint,
+            "max_wordpieces": embedder.max_wordpieces}
 
 
 _cache: dict[tuple[str, int], Embedder] = {}

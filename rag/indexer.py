@@ -13,7 +13,7 @@ import numpy as np
 from . import context
 from .chunking import chunk_text, wordpiece_counter
 from .config import Settings, model_path
-from .embeddings import Embedder, get_embedder
+from .embeddings import Embedder, get_embedder, model_info
 from .loaders import Document, LoaderError, load_paths
 from .store import ChunkRecord, DocumentRecord, IndexStore, IndexStoreError, check_model, write_lock
 
@@ -40,13 +40,92 @@ class BuildSummary:
         return asdict(self)
 
 
-def model_info(embedder: Embedder) -> dict:
-    return {"name": embedder.name, "dimension": embedder.dimension, "fingerprint": embedder.fingerprint,
-            "max_wordpieces": embedder.max_wordpieces}
-
-
 def _doc_id(doc: Document) -> str:
     return hashlib.sha1(f"{doc.source}\x00{doc.content_hash}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class BuildPlan:
+    """What a build keeps from the old index and what it must chunk and embed anew."""
+
+    docs: list[DocumentRecord] = field(default_factory=list)  # kept documents (then the fresh ones)
+    chunks: list[ChunkRecord] = field(default_factory=list)  # their chunks, in the same order as `vectors`
+    vectors: list[np.ndarray] = field(default_factory=list)
+    fresh: list[tuple[Document, str]] = field(default_factory=list)  # (document, doc_id) to chunk and embed
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+
+def plan_build(documents: list[Document], old: IndexStore | None, reuse: bool, prune: bool) -> BuildPlan:
+    """Keep unchanged documents (with their chunks and vectors) when `reuse`; the rest are fresh. Without
+    `prune`, indexed documents missing from `documents` are kept too."""
+    plan = BuildPlan()
+    old_docs = old.documents() if old else {}
+    if old is not None:
+        old_vectors = old.vectors.vectors()
+        by_doc: dict[str, list[ChunkRecord]] = {}
+        for c in old.chunks:
+            by_doc.setdefault(c.doc_id, []).append(c)
+        records = {d.source: d for d in old.all_documents()}
+
+    def keep(source: str) -> None:
+        rows = by_doc.get(old_docs[source]["doc_id"], [])
+        plan.docs.append(records[source])
+        plan.chunks.extend(rows)
+        plan.vectors.append(old_vectors[[c.row for c in rows]] if rows else old_vectors[:0])
+
+    for doc in documents:
+        entry = old_docs.get(doc.source)
+        if entry and reuse and entry["hash"] == doc.content_hash:
+            plan.unchanged += 1
+            keep(doc.source)
+        else:
+            plan.updated += bool(entry)
+            plan.new += not entry
+            plan.fresh.append((doc, _doc_id(doc)))
+    seen = {d.source for d in documents}
+    gone = [source for source in old_docs if source not in seen]
+    if prune:
+        plan.removed = len(gone)
+    else:
+        for source in gone:
+            keep(source)
+    return plan
+
+
+def chunk_documents(fresh: list[tuple[Document, str]], settings: Settings, window: int
+                    ) -> tuple[list[DocumentRecord], list[ChunkRecord]]:
+    """The records of the fresh documents and their chunks (each fits `window` word-pieces)."""
+    counter = wordpiece_counter(str(model_path(settings)))
+    docs, chunks = [], []
+    for doc, doc_id in fresh:
+        docs.append(DocumentRecord(doc_id, doc.source, doc.title, doc.content_hash, doc.metadata, doc.text))
+        for c in chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter):
+            chunks.append(ChunkRecord(0, c.id, doc_id, doc.source, doc.title, c.text, c.start, c.end,
+                                      c.n_tokens, c.position, doc.metadata))
+    return docs, chunks
+
+
+def embed_chunks(chunks: list[ChunkRecord], fresh: list[tuple[Document, str]], embedder: Embedder,
+                 settings: Settings, progress: bool = False) -> np.ndarray:
+    """Chunk vectors, each embedded with its title/heading prefix (the stored text stays the document's span)."""
+    texts = context.index_texts(chunks, {doc_id: (doc.title, doc.text) for doc, doc_id in fresh},
+                                settings.chunk_context, model_path(settings))
+    return embedder.embed(texts, progress=progress)
+
+
+def write_index(index_dir: Path, old: IndexStore | None, plan: BuildPlan, model: dict, chunking: dict,
+                paths: list[Path], settings: Settings) -> None:
+    """Write the planned documents, chunks and vectors as the index's new generation."""
+    vectors = np.concatenate(plan.vectors) if plan.vectors else np.zeros((0, model["dimension"]), np.float32)
+    manifest = dict(old.manifest) if old is not None else {}
+    manifest.update(model=model, chunking=chunking, roots=[str(p) for p in paths])
+    per_doc = Counter(c.doc_id for c in plan.chunks)  # one pass: a count per document was quadratic
+    manifest["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
+                                        "chunks": per_doc[d.doc_id]} for d in plan.docs}
+    IndexStore.write(index_dir, manifest, plan.docs, plan.chunks, vectors, model_dir=model_path(settings))
 
 
 def build_index(
@@ -90,75 +169,27 @@ def build_index(
             check_model(manifest, model)
             old = IndexStore.open(index_dir)
         reuse = old is not None and old.manifest.get("chunking") == chunking
-        old_docs = old.documents() if old else {}
-        seen = {d.source for d in report.documents}
-
-        docs: list[DocumentRecord] = []
-        chunks: list[ChunkRecord] = []
-        vectors: list[np.ndarray] = []
-        fresh: list[tuple[Document, str]] = []
-        if old is not None:
-            old_vectors = old.vectors.vectors()
-            by_doc: dict[str, list[ChunkRecord]] = {}
-            for c in old.chunks:
-                by_doc.setdefault(c.doc_id, []).append(c)
-            kept = {d.source: d for d in old.all_documents()}
-        for doc in report.documents:
-            entry = old_docs.get(doc.source)
-            if entry and reuse and entry["hash"] == doc.content_hash:
-                summary.unchanged += 1
-                rows = by_doc.get(entry["doc_id"], [])
-                docs.append(kept[doc.source])
-                chunks.extend(rows)
-                vectors.append(old_vectors[[c.row for c in rows]] if rows else old_vectors[:0])
-            else:
-                if entry:
-                    summary.updated += 1
-                else:
-                    summary.new += 1
-                fresh.append((doc, _doc_id(doc)))
-        if not prune and old is not None:
-            for source, entry in old_docs.items():
-                if source not in seen:
-                    rows = by_doc.get(entry["doc_id"], [])
-                    docs.append(kept[source])
-                    chunks.extend(rows)
-                    vectors.append(old_vectors[[c.row for c in rows]] if rows else old_vectors[:0])
-        summary.removed = sum(1 for s in old_docs if s not in seen) if prune else 0
-
-        counter = wordpiece_counter(str(model_path(settings)))
-        new_chunks: list[ChunkRecord] = []
-        for doc, doc_id in fresh:
-            docs.append(DocumentRecord(doc_id, doc.source, doc.title, doc.content_hash, doc.metadata, doc.text))
-            for c in chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter):
-                new_chunks.append(ChunkRecord(0, c.id, doc_id, doc.source, doc.title, c.text, c.start, c.end,
-                                              c.n_tokens, c.position, doc.metadata))
+        plan = plan_build(report.documents, old, reuse, prune)
+        docs, new_chunks = chunk_documents(plan.fresh, settings, window)
+        plan.docs.extend(docs)
         if new_chunks:
             _ = embedder.model  # load before timing, so chunks/s measures embedding alone
         embed_started = time.perf_counter()
         if new_chunks:
-            # embedded with its title/heading prefix; the stored chunk text stays the document's own span
-            texts = context.index_texts(new_chunks, {doc_id: (doc.title, doc.text) for doc, doc_id in fresh},
-                                        settings.chunk_context, model_path(settings))
-            vectors.append(embedder.embed(texts, progress=progress))
-            chunks.extend(new_chunks)
-        summary.embedded = len(new_chunks)
+            plan.vectors.append(embed_chunks(new_chunks, plan.fresh, embedder, settings, progress))
+            plan.chunks.extend(new_chunks)
         embed_seconds = time.perf_counter() - embed_started
-        changed = bool(fresh) or summary.removed > 0 or rebuild or old is None or not reuse
-        if changed:
-            all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, model["dimension"]), np.float32)
-            base = dict(old.manifest) if old is not None and not rebuild else {}
-            base.update(model=model, chunking=chunking, roots=[str(p) for p in paths])
-            per_doc = Counter(c.doc_id for c in chunks)  # one pass: a count per document was quadratic
-            base["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
-                                            "chunks": per_doc[d.doc_id]}
-                                 for d in docs}
-            IndexStore.write(index_dir, base, docs, chunks, all_vectors, model_dir=model_path(settings))
-    summary.documents = len(docs)
-    summary.chunks = len(chunks)
+        if plan.fresh or plan.removed or rebuild or old is None or not reuse:
+            write_index(index_dir, old, plan, model, chunking, paths, settings)
+    summary.new, summary.updated, summary.unchanged, summary.removed = (plan.new, plan.updated, plan.unchanged,
+                                                                         plan.removed)
+    summary.embedded = len(new_chunks)
+    summary.documents = len(plan.docs)
+    summary.chunks = len(plan.chunks)
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.chunks_per_second = round(summary.embedded / embed_seconds, 1) if summary.embedded else 0.0
     return summary
 
 
-__all__ = ["BuildSummary", "build_index", "IndexStoreError", "LoaderError"]
+__all__ = ["BuildPlan", "BuildSummary", "build_index", "chunk_documents", "embed_chunks", "plan_build",
+           "write_index", "IndexStoreError", "LoaderError"]

@@ -29,6 +29,7 @@ class LexicalIndex:
         self._bm25 = bm25
         self.n_docs = n_docs
         self._stemmer = _stemmer()
+        self._df: np.ndarray | None = None
 
     @classmethod
     def build(cls, texts: list[str]) -> LexicalIndex:
@@ -70,16 +71,23 @@ class LexicalIndex:
             return np.zeros(self.n_docs, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
+    def document_frequencies(self) -> np.ndarray:
+        """How many chunks hold each vocabulary term (indexed by term id), counted once from the score
+        matrix bm25s stores per term (a CSC matrix: a term's chunks are one column)."""
+        if self._df is None:
+            matrix = getattr(self._bm25, "scores", None) or {}
+            indptr = matrix.get("indptr")
+            self._df = np.diff(np.asarray(indptr)) if indptr is not None else np.zeros(0, np.int64)
+        return self._df
 
-def idf_weights(index: LexicalIndex, tokens: list[str]) -> list[float]:
-    """BM25-style IDF of each token over the chunks; unseen tokens get the highest weight."""
-    bm25 = index._bm25
-    n = max(index.n_docs, 1)
-    vocab = getattr(bm25, "vocab_dict", None) or {}
-    indptr = bm25.scores["indptr"] if getattr(bm25, "scores", None) else None
-    out = []
-    for t in tokens:
-        tid = vocab.get(t)
-        df = int(indptr[tid + 1] - indptr[tid]) if tid is not None and indptr is not None else 0
-        out.append(float(np.log(1 + (n - df + 0.5) / (df + 0.5))))
-    return out
+    def idf(self, tokens: list[str]) -> list[float]:
+        """BM25-style IDF of each (stemmed) token over the chunks; unseen tokens get the highest weight."""
+        n = max(self.n_docs, 1)
+        vocab = getattr(self._bm25, "vocab_dict", None) or {}
+        df = self.document_frequencies()
+        out = []
+        for t in tokens:
+            tid = vocab.get(t)
+            count = int(df[tid]) if tid is not None and tid < len(df) else 0
+            out.append(float(np.log(1 + (n - count + 0.5) / (count + 0.5))))
+        return out

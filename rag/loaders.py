@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")
+from .config import EXTENSIONS
+
+SUPPORTED = EXTENSIONS
 
 
 class LoaderError(Exception):

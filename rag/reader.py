@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import file_sha256
+from .embeddings import offline_env
+from .hashing import file_sha256
 
 READER_DIR = Path(__file__).resolve().parent / "reader"
 WEIGHTS = "reader.safetensors"
@@ -54,6 +55,8 @@ class Reader:
     def untrained(cls, base_dir: str | Path, frozen: int = 2) -> Reader:
         """The base model with a fresh head; the embeddings and the lower `frozen` layers do not train."""
         import torch
+
+        offline_env()
         from transformers import AutoModel, AutoTokenizer
 
         base_dir = Path(base_dir)
@@ -131,7 +134,7 @@ class Reader:
     @staticmethod
     def _module(encoder):
         """The trainable network over the encoder: here a one-unit head on the mean of its outputs."""
-        return _cross_encoder_class()(encoder)
+        return head_class(1, pooled=True)(encoder)
 
     def logits(self, questions: list[str], sentences: list[str]):
         """One logit per pair (a torch tensor; gradients flow when the model trains)."""
@@ -167,23 +170,27 @@ def _trains(name: str, frozen: int) -> bool:
     return name.startswith("head.")
 
 
-def _cross_encoder_class():
+def head_class(outputs: int, pooled: bool):
+    """A torch module: the encoder with a linear head of `outputs` units, over the mask-weighted mean of
+    its token outputs (`pooled`, one score per pair) or over each token (e.g. start/end logits)."""
     import torch
 
-    class CrossEncoder(torch.nn.Module):
+    class EncoderHead(torch.nn.Module):
         def __init__(self, encoder):
             super().__init__()
             self.encoder = encoder
-            self.head = torch.nn.Linear(encoder.config.hidden_size, 1)
+            self.head = torch.nn.Linear(encoder.config.hidden_size, outputs)
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                   token_type_ids=token_type_ids).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return self.head(pooled).squeeze(-1)
+            if pooled:
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).squeeze(-1)
+            logits = self.head(hidden)
+            return tuple(logits[..., i] for i in range(outputs))
 
-    return CrossEncoder
+    return EncoderHead
 
 
 _cache: dict[str, Reader] = {}

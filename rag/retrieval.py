@@ -9,19 +9,16 @@ from __future__ import annotations
 import fnmatch
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
-from langchain_core.documents import Document as LCDocument
-from langchain_core.retrievers import BaseRetriever
 
-from .config import Settings
-from .embeddings import Embedder
+from .config import FUSIONS, MODES, Settings, check_mode, check_top_k, model_path
+from .embeddings import Embedder, get_embedder, model_info
 from .store import ChunkRecord, IndexStore
 
-MODES = ("hybrid", "dense", "bm25")
-FUSIONS = ("convex", "rrf")
+__all__ = ["FUSIONS", "MODES", "Hit", "NoReranker", "Reranker", "Retriever"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +75,30 @@ class Retriever:
         self._filter_cache: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None,
+             reranker: Reranker | None = None) -> Retriever:
+        """A retriever over the index in `index_dir` (default: settings.index_dir); IndexStoreError if unusable."""
+        settings = (settings or Settings.load()).replace(index_dir=Path(index_dir) if index_dir else None)
+        embedder = get_embedder(model_path(settings), settings.batch_size)
+        return cls(IndexStore.open(settings.index_dir, model_info(embedder)), embedder, settings, reranker)
+
+    # what answering needs of the index, so it never reaches into the store
+    def query_terms(self, text: str) -> list[str]:
+        """The stemmed, stopword-free BM25 terms of a text, in order."""
+        return self.store.lexical.query_tokens(text)
+
+    def terms_of(self, texts: list[str]) -> list[set[str]]:
+        return self.store.lexical.tokens_of(texts)
+
+    def idf(self, terms: list[str]) -> list[float]:
+        """BM25 IDF of each term over the indexed chunks."""
+        return self.store.lexical.idf(terms)
+
+    def text_spans(self, spans: list[tuple[str, int, int]]) -> list[str]:
+        """Document text of each (source, start, end), clipped to the document."""
+        return self.store.text_spans(spans)
+
     def dense_score(self, row: int, query_vector: np.ndarray) -> float:
         """Cosine similarity of one stored chunk to the query vector."""
         return float(self._matrix[row] @ query_vector)
@@ -99,13 +120,11 @@ class Retriever:
 
     def search(self, query: str, top_k: int | None = None, mode: str | None = None, fusion: str | None = None,
                filters: dict[str, Any] | None = None, query_vector: np.ndarray | None = None) -> list[Hit]:
-        """The best `top_k` chunks for the query, best first."""
+        """The best `top_k` chunks for the query, best first. ValueError on a bad top_k, mode or fusion."""
         s = self.settings
-        top_k = top_k or s.top_k
-        mode = mode or s.mode
+        top_k = check_top_k(s.top_k if top_k is None else top_k, limit=None)
+        mode = check_mode(mode or s.mode)
         fusion = fusion or s.fusion
-        if mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
         n_rows = len(self.store.chunks)
@@ -166,27 +185,3 @@ def _matches(chunk: ChunkRecord, filters: dict[str, Any]) -> bool:
             if have is None or not any(str(have) == str(w) for w in wants):
                 return False
     return True
-
-
-def hit_to_document(hit: Hit) -> LCDocument:
-    """A LangChain Document for a hit, its metadata naming the exact span (document metadata such as
-    front matter comes first, so a `source:` or `rank:` field cannot overwrite the span fields)."""
-    c = hit.chunk
-    return LCDocument(page_content=c.text, id=c.id, metadata={
-        **{k: v for k, v in c.metadata.items() if k != "page_starts"},
-        "source": c.source, "title": c.title, "start": c.start, "end": c.end, "chunk_id": c.id,
-        "score": hit.score, "rank": hit.rank})
-
-
-class RagRetriever(BaseRetriever):
-    """LangChain retriever over our hybrid search: `Document`s with source, title, start/end, score, rank."""
-
-    retriever: Any
-    top_k: int | None = None
-    mode: str | None = None
-    filters: dict | None = None
-
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-                                ) -> list[LCDocument]:
-        hits = self.retriever.search(query, top_k=self.top_k, mode=self.mode, filters=self.filters)
-        return [hit_to_document(h) for h in hits]

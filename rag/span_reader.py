@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .reader import Reader
+from .reader import Reader, head_class
 
 MAX_ANSWER_TOKENS = 30  # the longest span considered, in word-pieces (SQuAD answers: 99% are shorter)
 TOP_STARTS = 20  # start and end candidates per passage searched for the best span (the usual n-best of 20)
@@ -56,24 +56,6 @@ class Reading:
         return (self.best.score if self.best else float("-inf")) - self.null
 
 
-def _span_head_class():
-    import torch
-
-    class SpanHead(torch.nn.Module):
-        def __init__(self, encoder):
-            super().__init__()
-            self.encoder = encoder
-            self.head = torch.nn.Linear(encoder.config.hidden_size, 2)
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                  token_type_ids=token_type_ids).last_hidden_state
-            logits = self.head(hidden)
-            return logits[..., 0], logits[..., 1]
-
-    return SpanHead
-
-
 class SpanReader(Reader):
     """Start/end logits over question + passage, and a no-answer score."""
 
@@ -87,7 +69,7 @@ class SpanReader(Reader):
 
     @staticmethod
     def _module(encoder):
-        return _span_head_class()(encoder)
+        return head_class(2, pooled=False)(encoder)
 
     def encode(self, questions: list[str], passages: list[str], stride: int = 0):
         """Tokenized pairs with char offsets; the passage is truncated (or windowed when stride > 0)."""

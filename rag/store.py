@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -25,11 +24,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from . import context
+from .hashing import file_sha256
 from .lexical import LexicalIndex
 
 FORMAT_VERSION = 1
@@ -60,15 +59,6 @@ class ChunkRecord:
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-class VectorStore(Protocol):
-    """What a vector backend must do (FAISS here; a scale-out backend can stand beside it)."""
-
-    def add(self, vectors: np.ndarray) -> None: ...
-    def remove(self, rows: np.ndarray) -> None: ...
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None): ...
-    def save(self, path: Path) -> None: ...
-
-
 class FaissVectorStore:
     """Exact inner-product search over unit vectors (cosine), rows numbered 0..n-1."""
 
@@ -90,13 +80,6 @@ class FaissVectorStore:
         if self.size == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self.index.reconstruct_n(0, self.size)
-
-    def remove(self, rows: np.ndarray) -> None:
-        keep = np.ones(self.size, dtype=bool)
-        keep[np.asarray(rows, dtype=np.int64)] = False
-        kept = self.vectors()[keep]
-        self.index.reset()
-        self.add(kept)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """(scores, rows) arrays of shape [n_queries, k]; rows are -1 where fewer hits exist."""
@@ -129,15 +112,6 @@ class FaissVectorStore:
             raise IndexStoreError(f"the vectors have dimension {index.d}, the manifest says {dimension}; "
                                   f"{REBUILD_HINT}")
         return cls(dimension, index)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -186,7 +160,6 @@ class IndexStore:
         self.chunks = chunks
         self.vectors = vectors
         self.lexical = lexical
-        self._by_id = {c.id: c for c in chunks}
 
     # ---- reading -------------------------------------------------------------------------
     @staticmethod
@@ -231,9 +204,6 @@ class IndexStore:
                                   f"{REBUILD_HINT}")
         lexical = LexicalIndex.load(data / "bm25", len(chunks))
         return cls(index_dir, manifest, chunks, vectors, lexical)
-
-    def chunk(self, chunk_id: str) -> ChunkRecord:
-        return self._by_id[chunk_id]
 
     def documents(self) -> dict[str, dict]:
         return self.manifest["documents"]

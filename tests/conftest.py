@@ -14,9 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.config import Settings, default_model_path  # noqa: E402
-from rag.embeddings import get_embedder  # noqa: E402
-from rag.indexer import build_index  # noqa: E402
+from rag.config import Settings, default_model_path
+from rag.embeddings import get_embedder
+from rag.indexer import build_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
@@ -82,8 +82,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def run_rag(tmp_path):
     """Run `python -m rag.cli ARGS...` in tmp_path (so no rag.toml is picked up); returns the result."""
 
-    def run(*args: str | os.PathLike, timeout: float = 240) -> subprocess.CompletedProcess:
+    def run(*args: str | os.PathLike, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], cwd=tmp_path,
-                              env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+                              env=subprocess_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+# `make quick` (pytest -m "not slow") leaves these out: servers, browsers, `rag` subprocesses, the local LLM
+SLOW_MODULES = {"test_app_browser.py", "test_app_api.py", "test_local_llm_runtime.py", "test_llm_gguf.py"}
+SLOW_FIXTURES = {"run_rag"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

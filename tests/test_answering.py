@@ -470,6 +470,7 @@ def test_llm_receives_the_resolved_follow_up_query(assistant):
 
 # ---- concurrency -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_one_assistant_answers_from_eight_threads_exactly_as_from_one(assistant, answers):
     questions = [TOUR_Q, SHANGHAI_Q, BANANA_Q]
     expected = {q: answers[q].to_dict() for q in questions}

@@ -10,20 +10,18 @@ import pytest
 
 from rag.answering import NOT_IN_CORPUS, Answer, Citation, Passage, ShortAnswer
 from rag.assistant import Assistant
-from rag.webapp import (
+from rag.render import (
     SOURCES_EMPTY,
-    WebApp,
     cited_context,
-    copy_uploads,
     escape_markdown,
     highlight,
     render_answer_markdown,
     render_empty_state,
     render_sources,
     render_status,
-    resolve_upload_dir,
-    safe_upload_name,
 )
+from rag.uploads import copy_uploads, resolve_upload_dir, safe_upload_name
+from rag.webapp import WebApp
 
 DOC = ("Harbour notes.\nThe Zorbulon harbour opened in 1987 and handles 40 ships a day. "
        "Its crane <script>alert(1)</script> is blue & tall.")

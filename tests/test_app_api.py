@@ -72,7 +72,7 @@ def test_ask_abstains_on_questions_the_corpus_does_not_answer(api):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("   ", 8, "hybrid"), "the question is empty"),
-    (("Who chaired the meeting?", 8, "fuzzy"), "mode must be one of hybrid, dense, bm25"),
+    (("Who chaired the meeting?", 8, "fuzzy"), "unknown retrieval mode .fuzzy.; use one of hybrid, dense, bm25"),
     (("Who chaired the meeting?", 0, "hybrid"), "top_k must be between 1 and 50"),
 ])
 def test_bad_requests_get_a_clear_error(api, args, message):

@@ -235,6 +235,7 @@ def test_wordpiece_counter_agrees_with_transformers_tokenizer(counter, hf_tokeni
 
 # ---- SciFact: the whole benchmark corpus fits the embedder window ---------------------------------
 
+@pytest.mark.slow
 def test_every_scifact_chunk_fits_the_embedder_window_and_chunking_is_fast(settings, counter, hf_tokenizer):
     assert SCIFACT.is_file(), f"SciFact corpus missing: expected {SCIFACT} (see ../shared/benchmarks)"
     docs = [json.loads(line) for line in SCIFACT.read_text(encoding="utf-8").splitlines() if line.strip()]

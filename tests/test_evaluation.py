@@ -114,6 +114,7 @@ def trec_order(scores: dict[str, float]) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", range(N_SEEDS))
+@pytest.mark.slow
 def test_matches_pytrec_eval(seed: int) -> None:
     pytrec_eval = pytest.importorskip("pytrec_eval")
     qrels, run = random_case(seed)
@@ -155,6 +156,7 @@ def test_pytrec_eval_tie_convention() -> None:
 
 @pytest.mark.parametrize("seed", range(N_SEEDS))
 @pytest.mark.filterwarnings("ignore:unsafe cast")
+@pytest.mark.slow
 def test_matches_ranx(seed: int) -> None:
     """ranx's order of tied docs is unspecified (numba argsort), so feed it tie-free rescored runs."""
     ranx = pytest.importorskip("ranx")

@@ -198,7 +198,7 @@ def test_langchain_retriever_returns_documents_naming_their_exact_source_span(as
 
 
 def test_langchain_retriever_honours_top_k_mode_and_filters(assistant):
-    docs = assistant.as_retriever(top_k=2, mode="bm25", filters={"source": "*meeting*"}).invoke(TOUR_Q)
+    docs = assistant.as_retriever(k=2, search_type="bm25", filter={"source": "*meeting*"}).invoke(TOUR_Q)
     assert len(docs) == 2
     assert {d.metadata["source"] for d in docs} == {MEETING}
     expected = assistant.retriever.search(TOUR_Q, top_k=2, mode="bm25", filters={"source": "*meeting*"})
@@ -207,7 +207,7 @@ def test_langchain_retriever_honours_top_k_mode_and_filters(assistant):
 
 def test_front_matter_keys_cannot_overwrite_the_span_metadata_of_langchain_documents(tiny):
     # bees.md declares `source: Reuters` and `rank: 99` in its front matter
-    docs = tiny.as_retriever(top_k=1, mode="bm25").invoke("honey bees colony")
+    docs = tiny.as_retriever(k=1, search_type="bm25").invoke("honey bees colony")
     assert len(docs) == 1
     d = docs[0]
     assert d.metadata["source"] == "notes/bees.md"
@@ -224,4 +224,4 @@ def test_invalid_mode_or_fusion_is_a_value_error_naming_the_choices(assistant):
     with pytest.raises(ValueError):
         assistant.answer(TOUR_Q, mode="fuzzy")
     with pytest.raises(ValueError):
-        assistant.as_retriever(mode="fuzzy").invoke(TOUR_Q)
+        assistant.as_retriever(search_type="fuzzy").invoke(TOUR_Q)

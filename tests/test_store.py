@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from conftest import subprocess_env
 
-from rag.indexer import build_index, model_info
+from rag.embeddings import model_info
+from rag.indexer import build_index
 from rag.store import MANIFEST, IndexStore, IndexStoreError
 
 EDITED = "miit-ai-industry-meeting.md"
@@ -139,6 +140,7 @@ def test_rebuild_twice_in_one_process_within_a_second_works(settings, tmp_path, 
 
 # ---- crash safety -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_during_embedding_leaves_the_previous_index_intact(tmp_path, index_copy):
     before = _snapshot(index_copy)
     big = tmp_path / "big"
@@ -205,6 +207,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("point", ["before-generation-rename", "before-manifest-replace", "after-manifest-replace"])
+@pytest.mark.slow
 def test_kill_9_at_each_step_of_a_save_leaves_a_valid_index_and_next_build_cleans_up(
         settings, tmp_path, corpus_copy, index_copy, point):
     before = _snapshot(index_copy)
@@ -312,6 +315,7 @@ def test_damaged_index_is_refused_and_rebuild_fixes_it(settings, embedder, corpu
     _assert_clean(index_copy)
 
 
+@pytest.mark.slow
 def test_rag_index_cli_refuses_a_corrupt_index_then_rebuild_flag_fixes_it(settings, embedder, tmp_path, run_rag):
     docs, index_dir = tmp_path / "small", tmp_path / "small-index"
     docs.mkdir()
