@@ -36,6 +36,10 @@ class QuestionError(ValueError):
 def check_question(question: Any) -> str:
     if not isinstance(question, str) or not question.strip():
         raise QuestionError("the question is empty; ask something about the documents")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:  # a command-line argument that was not UTF-8 arrives with lone surrogates
+        raise QuestionError("the question is not valid UTF-8 text") from None
     question = question.strip()
     if len(question) > MAX_QUESTION_CHARS:
         raise QuestionError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")

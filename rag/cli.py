@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .config import ANSWERERS, DEFAULT_HOST, DEFAULT_PORT, MODES, Settings, check_top_k
+from .config import ANSWERERS, DEFAULT_HOST, DEFAULT_PORT, LOCAL_HOSTS, MODES, Settings, check_top_k
 
 
 class CliError(Exception):
@@ -27,6 +28,16 @@ def cmd_index(args) -> int:
     from .indexer import build_index
 
     settings = _settings(args)
+    if args.check:
+        from .store import IndexStore
+
+        if args.paths:
+            raise CliError("--check verifies an index and takes no paths; use --index-dir DIR")
+        found = IndexStore.check(settings.index_dir)
+        print(json.dumps(found) if args.json else
+              f"index {found['index_dir']} is sound: {found['documents']} documents, {found['chunks']} chunks "
+              f"({found['generation']})")
+        return 0
     paths = args.paths or [settings.corpus_dir]
     summary = build_index(paths, settings.index_dir, settings, rebuild=args.rebuild,
                           progress=not args.json and sys.stderr.isatty() or args.progress)
@@ -149,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", type=Path, help="folders or files to index")
     p.add_argument("--index-dir", type=Path)
     p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    p.add_argument("--check", action="store_true",
+                   help="verify the index (checksums, vectors, SQLite, chunk offsets) instead of building")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--progress", action="store_true", help="show progress bars even when not on a terminal")
     p.set_defaults(func=cmd_index)
@@ -185,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upload-dir", type=Path,
                    help="where uploaded files are kept (default: RAG_UPLOAD_DIR or uploads/)")
     p.add_argument("--llm-gguf", type=Path, help="offer a local GGUF model as the llm answerer (RAG_LLM_GGUF)")
+    p.add_argument("--auth", metavar="USER:PASSWORD",
+                   help="require this login (or set RAG_AUTH); needed to bind an address other than this machine's")
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -193,7 +208,21 @@ def cmd_serve(args) -> int:
     from .webapp import serve  # Gradio is imported only when serving
 
     settings = _settings(args).replace(corpus_dir=args.corpus_dir)
-    return serve(settings, args.host, args.port, args.upload_dir)
+    auth = _auth(args.auth or os.environ.get("RAG_AUTH"))
+    if args.host not in LOCAL_HOSTS and auth is None:
+        raise CliError(f"binding {args.host} would let anyone who can reach this machine ask questions and upload "
+                       "files; pass --auth USER:PASSWORD (or set RAG_AUTH), or bind 127.0.0.1")
+    return serve(settings, args.host, args.port, args.upload_dir, auth)
+
+
+
+def _auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise CliError("--auth takes USER:PASSWORD, both non-empty")
+    return user, password
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's final flush cannot raise BrokenPipeError again."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 

@@ -14,6 +14,7 @@ ANSWERERS = ("extractive", "llm")  # extractive quotes the documents; llm needs 
 EXTENSIONS = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx")  # the file types the loaders read
 DEFAULT_HOST = "127.0.0.1"  # servers bind to this machine only unless told otherwise
 DEFAULT_PORT = 7860  # Gradio's usual port
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # binding anything else needs a login (rag serve --auth)
 MAX_TOP_K = 50  # the most passages one question may retrieve: more is slow and never helped (not tuned further)
 
 
@@ -76,6 +77,11 @@ class Settings:
     # (0.09 -> 0.26+) also abstained wrongly on 0.22+ of eval/qa.jsonl's answerable questions, instead
     # of 0.10, and caught no more unanswerable ones there or in eval/qa2.jsonl (benchmarks/abstain.py)
     span_abstain_margin: float = -99.0
+    # resource bounds for indexing (a hostile or careless folder cannot exhaust the machine)
+    max_file_mb: float = 50.0  # larger files are skipped with a reason (the upload limit is the same)
+    max_unzipped_mb: float = 200.0  # a .docx that would decompress to more is skipped before it is parsed
+    max_chunks_per_file: int = 5000  # about 1M tokens of text; a file that chunks into more is skipped
+    follow_symlinks: bool = False  # index links that point outside the indexed folder (off: they are skipped)
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"
     llm_api_key: str = "not-needed"

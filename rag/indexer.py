@@ -14,7 +14,7 @@ from . import context
 from .chunking import chunk_text, wordpiece_counter
 from .config import Settings, model_path
 from .embeddings import Embedder, get_embedder, model_info
-from .loaders import Document, LoaderError, load_paths
+from .loaders import Document, Limits, LoaderError, load_paths
 from .store import ChunkRecord, DocumentRecord, IndexStore, IndexStoreError, check_model, write_lock
 
 
@@ -96,16 +96,21 @@ def plan_build(documents: list[Document], old: IndexStore | None, reuse: bool, p
 
 
 def chunk_documents(fresh: list[tuple[Document, str]], settings: Settings, window: int
-                    ) -> tuple[list[DocumentRecord], list[ChunkRecord]]:
-    """The records of the fresh documents and their chunks (each fits `window` word-pieces)."""
+                    ) -> tuple[list[DocumentRecord], list[ChunkRecord], dict[str, str]]:
+    """The records of the fresh documents, their chunks (each fits `window` word-pieces), and the
+    documents skipped for chunking into more than settings.max_chunks_per_file ({source: reason})."""
     counter = wordpiece_counter(str(model_path(settings)))
-    docs, chunks = [], []
+    docs, chunks, skipped = [], [], {}
     for doc, doc_id in fresh:
+        pieces = chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter)
+        if len(pieces) > settings.max_chunks_per_file:
+            skipped[doc.source] = (f"{len(pieces)} chunks, over the {settings.max_chunks_per_file} per file limit "
+                                   "(max_chunks_per_file)")
+            continue
         docs.append(DocumentRecord(doc_id, doc.source, doc.title, doc.content_hash, doc.metadata, doc.text))
-        for c in chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter):
-            chunks.append(ChunkRecord(0, c.id, doc_id, doc.source, doc.title, c.text, c.start, c.end,
-                                      c.n_tokens, c.position, doc.metadata))
-    return docs, chunks
+        chunks.extend(ChunkRecord(0, c.id, doc_id, doc.source, doc.title, c.text, c.start, c.end, c.n_tokens,
+                                  c.position, doc.metadata) for c in pieces)
+    return docs, chunks, skipped
 
 
 def embed_chunks(chunks: list[ChunkRecord], fresh: list[tuple[Document, str]], embedder: Embedder,
@@ -146,7 +151,7 @@ def build_index(
     paths = [Path(p) for p in (paths or [settings.corpus_dir])]
     index_dir = Path(index_dir or settings.index_dir)
     started = time.perf_counter()
-    report = load_paths(paths, progress=progress)
+    report = load_paths(paths, progress=progress, limits=Limits.of(settings))
     summary = BuildSummary(files=len(report.documents) + len(report.skipped) + len(report.unsupported),
                            skipped=report.skipped, unsupported=report.unsupported, index_dir=str(index_dir))
     if not report.documents:
@@ -170,7 +175,9 @@ def build_index(
             old = IndexStore.open(index_dir)
         reuse = old is not None and old.manifest.get("chunking") == chunking
         plan = plan_build(report.documents, old, reuse, prune)
-        docs, new_chunks = chunk_documents(plan.fresh, settings, window)
+        docs, new_chunks, too_long = chunk_documents(plan.fresh, settings, window)
+        summary.skipped.update(too_long)
+        plan.fresh = [(d, i) for d, i in plan.fresh if d.source not in too_long]
         plan.docs.extend(docs)
         if new_chunks:
             _ = embedder.model  # load before timing, so chunks/s measures embedding alone

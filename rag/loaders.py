@@ -149,9 +149,27 @@ def _load_pdf(data: bytes, stem: str) -> tuple[str, str, dict]:
     return _require_text(text), title, {"pages": len(pages), "page_starts": page_starts}
 
 
-def _load_docx(data: bytes, stem: str) -> tuple[str, str, dict]:
+MAX_UNZIPPED_BYTES = 200 * 2**20  # Settings.max_unzipped_mb's default
+
+
+def _check_unzipped_size(data: bytes, limit: int) -> None:
+    """Refuse a zip (docx) whose members would decompress to more than `limit` bytes, before reading them."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            total = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise LoaderError("corrupt or unreadable DOCX (not a zip file)") from None
+    if total > limit:
+        raise LoaderError(f"DOCX would decompress to {total / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB limit "
+                          "(max_unzipped_mb)")
+
+
+def _load_docx(data: bytes, stem: str, max_unzipped: int = MAX_UNZIPPED_BYTES) -> tuple[str, str, dict]:
     import docx
 
+    _check_unzipped_size(data, max_unzipped)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as e:  # python-docx raises a variety of zip/xml errors
@@ -186,19 +204,42 @@ _LOADERS = {
 }
 
 
-def load_file(path: str | Path, source: str | None = None) -> Document:
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds for loading one file (Settings.max_file_mb, max_unzipped_mb, follow_symlinks)."""
+
+    max_file_bytes: int = 50 * 2**20
+    max_unzipped_bytes: int = MAX_UNZIPPED_BYTES
+    follow_symlinks: bool = False
+
+    @classmethod
+    def of(cls, settings) -> Limits:
+        return cls(int(settings.max_file_mb * 2**20), int(settings.max_unzipped_mb * 2**20), settings.follow_symlinks)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def load_file(path: str | Path, source: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Document:
     """Load one supported file; raises LoaderError with a one-line reason when it cannot."""
     path = Path(path)
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise LoaderError(f"unsupported file type '{path.suffix or path.name}'")
     try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise LoaderError(f"file is {size / 2**20:.1f} MB, over the {limits.max_file_bytes / 2**20:.0f} MB "
+                              "limit (max_file_mb)")
         data = path.read_bytes()
     except OSError as e:
         raise LoaderError(f"cannot read file: {e.strerror}") from None
     if not data.strip():
         raise LoaderError("empty file")
-    text, title, meta = loader(data, path.stem)
+    if loader is _load_docx:
+        text, title, meta = _load_docx(data, path.stem, limits.max_unzipped_bytes)
+    else:
+        text, title, meta = loader(data, path.stem)
     meta = {"file_name": path.name, **meta}
     return Document(text=text, source=source or path.name, title=title.strip() or path.stem, metadata=meta)
 
@@ -221,11 +262,23 @@ def source_name(path: Path, root: Path, prefix: str = "") -> str:
     return f"{prefix}{rel}"
 
 
-def load_paths(roots: Iterable[str | Path], progress: bool = False) -> LoadReport:
+def _outside(path: Path, root: Path) -> bool:
+    """Whether `path` (after following links) lies outside the folder `root`."""
+    if root.is_file():
+        return False
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return True
+    return False
+
+
+def load_paths(roots: Iterable[str | Path], progress: bool = False, limits: Limits = DEFAULT_LIMITS) -> LoadReport:
     """Load every file under the given folders/files into a report of documents and skipped files.
 
     With one root, a document's `source` is its path relative to that root; with several, it is
-    prefixed by the root's own name so sources stay unique.
+    prefixed by the root's own name so sources stay unique. A link that leads outside its folder is
+    skipped unless `limits.follow_symlinks`.
     """
     roots = [Path(r) for r in roots]
     report = LoadReport()
@@ -234,7 +287,12 @@ def load_paths(roots: Iterable[str | Path], progress: bool = False) -> LoadRepor
         if not root.exists():
             raise LoaderError(f"no such file or folder: {root}")
         prefix = f"{root.name}/" if len(roots) > 1 and root.is_dir() else ""
-        todo.extend((p, source_name(p, root, prefix)) for p in iter_files(root))
+        for p in iter_files(root):
+            if not limits.follow_symlinks and _outside(p, root):
+                report.skipped[source_name(p, root, prefix)] = ("a link to a file outside the indexed folder "
+                                                                "(not followed; set follow_symlinks to index it)")
+            else:
+                todo.append((p, source_name(p, root, prefix)))
     iterator = todo
     if progress:
         from tqdm import tqdm
@@ -245,7 +303,7 @@ def load_paths(roots: Iterable[str | Path], progress: bool = False) -> LoadRepor
             report.unsupported.append(source)
             continue
         try:
-            report.documents.append(load_file(path, source))
+            report.documents.append(load_file(path, source, limits))
         except LoaderError as e:
             report.skipped[source] = str(e)
     return report

@@ -40,6 +40,7 @@ class IndexStoreError(Exception):
 
 
 REBUILD_HINT = "rebuild it with `rag index --rebuild`"
+UNIT_NORM_TOLERANCE = 1e-3  # float32 unit vectors are within ~1e-6 of length 1; a flipped byte moves far more
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,15 @@ class IndexStore:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise IndexStoreError(f"{path} is corrupt; {REBUILD_HINT}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        if not isinstance(manifest, dict):
+            raise IndexStoreError(f"{path} is not an index manifest (a JSON {type(manifest).__name__}); "
+                                  f"{REBUILD_HINT}")
+        if manifest.get("format") != FORMAT_VERSION:
             raise IndexStoreError(f"the index in {index_dir} has format {manifest.get('format')!r} "
                                   f"(this version reads {FORMAT_VERSION}); {REBUILD_HINT}")
+        problem = _shape_problem(manifest)
+        if problem:
+            raise IndexStoreError(f"{path} has the wrong shape ({problem}); {REBUILD_HINT}")
         return manifest
 
     @classmethod
@@ -202,15 +209,44 @@ class IndexStore:
         if not (vectors.size == len(chunks) == manifest["counts"]["chunks"]):
             raise IndexStoreError(f"the index holds {vectors.size} vectors for {len(chunks)} chunks; "
                                   f"{REBUILD_HINT}")
+        norms = np.linalg.norm(vectors.vectors(), axis=1) if vectors.size else np.ones(0)
+        if not np.all(np.abs(norms - 1.0) < UNIT_NORM_TOLERANCE):  # every stored vector is L2-normalised
+            raise IndexStoreError(f"the vector file {manifest['data']}/vectors.faiss holds vectors that are not "
+                                  f"unit length (damaged); {REBUILD_HINT}")
         lexical = LexicalIndex.load(data / "bm25", len(chunks))
         return cls(index_dir, manifest, chunks, vectors, lexical)
+
+    @classmethod
+    def check(cls, index_dir: str | Path) -> dict:
+        """Verify an index fully: the manifest's shape and checksums, vector norms, the SQLite file's own
+        integrity check, every chunk's text against its document's text at its offsets, the BM25 index.
+        Returns counts; raises IndexStoreError naming the first problem."""
+        store = cls.open(index_dir)
+        path = store.index_dir / store.manifest["data"] / "chunks.sqlite"
+        with _reading(path) as con:
+            verdict = con.execute("PRAGMA integrity_check").fetchone()[0]
+        if verdict != "ok":
+            raise IndexStoreError(f"{store.manifest['data']}/chunks.sqlite fails SQLite's integrity check "
+                                  f"({verdict}); {REBUILD_HINT}")
+        texts = {d.doc_id: d.text for d in store.all_documents()}
+        for c in store.chunks:
+            if texts.get(c.doc_id, "")[c.start:c.end] != c.text:
+                raise IndexStoreError(f"chunk {c.id} of {c.source} does not match its document's text at "
+                                      f"{c.start}-{c.end}; {REBUILD_HINT}")
+        if len(texts) != store.manifest["counts"]["documents"]:
+            raise IndexStoreError(f"the index holds {len(texts)} documents, the manifest says "
+                                  f"{store.manifest['counts']['documents']}; {REBUILD_HINT}")
+        if store.lexical.n_docs and len(store.lexical.scores(store.chunks[0].text)) != len(store.chunks):
+            raise IndexStoreError(f"the BM25 index does not cover the {len(store.chunks)} chunks; {REBUILD_HINT}")
+        return {"index_dir": str(store.index_dir), "documents": len(texts), "chunks": len(store.chunks),
+                "generation": store.manifest["data"]}
 
     def documents(self) -> dict[str, dict]:
         return self.manifest["documents"]
 
     def document(self, source: str) -> DocumentRecord:
         """A stored document with its full text (what chunk offsets point into)."""
-        with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
+        with _reading(self.index_dir / self.manifest["data"] / "chunks.sqlite") as con:
             row = con.execute("SELECT doc_id, source, title, hash, metadata, text FROM docs WHERE source=?",
                               (source,)).fetchone()
         if row is None:
@@ -220,7 +256,7 @@ class IndexStore:
     def text_spans(self, spans: list[tuple[str, int, int]]) -> list[str]:
         """`document(source).text[start:end]` for each (source, start, end), read in one connection
         without loading whole documents."""
-        with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
+        with _reading(self.index_dir / self.manifest["data"] / "chunks.sqlite") as con:
             out = []
             for source, start, end in spans:
                 row = con.execute("SELECT substr(text, ?, ?) FROM docs WHERE source=?",
@@ -293,9 +329,36 @@ class IndexStore:
         return context.index_texts(chunks, docs, True, model_dir)
 
     def all_documents(self) -> list[DocumentRecord]:
-        with contextlib.closing(_connect(self.index_dir / self.manifest["data"] / "chunks.sqlite")) as con:
+        with _reading(self.index_dir / self.manifest["data"] / "chunks.sqlite") as con:
             rows = con.execute("SELECT doc_id, source, title, hash, metadata, text FROM docs").fetchall()
         return [DocumentRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+
+# what each manifest key must hold: a build writes all of them
+_MANIFEST_SHAPE = {"data": str, "files": dict, "model": dict, "counts": dict, "documents": dict}
+
+
+def _shape_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's shape, or None."""
+    for key, kind in _MANIFEST_SHAPE.items():
+        if not isinstance(manifest.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    data = manifest["data"]
+    if not data.startswith("gen-") or "/" in data or "\\" in data or data in (".", ".."):
+        return f"'data' names no generation folder of the index: {data!r}"
+    for name, info in manifest["files"].items():
+        if not isinstance(info, dict) or not isinstance(info.get("size"), int) \
+                or not isinstance(info.get("sha256"), str) or ".." in Path(name).parts or Path(name).is_absolute():
+            return f"file entry {name!r} is malformed"
+    if not isinstance(manifest["model"].get("dimension"), int) or not isinstance(manifest["model"].get("name"), str):
+        return "'model' lacks its name or dimension"
+    counts = manifest["counts"]
+    if not all(isinstance(counts.get(k), int) for k in ("documents", "chunks")):
+        return "'counts' lacks documents or chunks"
+    for source, entry in manifest["documents"].items():
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("doc_id", "hash")):
+            return f"document entry {source!r} is malformed"
+    return None
 
 
 def check_model(manifest: dict, model: dict) -> None:
@@ -317,10 +380,17 @@ def _remove_stale(index_dir: Path, keep: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the chunk table; a damaged file is an IndexStoreError, not a traceback."""
     if not path.is_file():
         raise IndexStoreError(f"missing chunk table {path.name}; {REBUILD_HINT}")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            yield con
+    except sqlite3.DatabaseError as e:  # OperationalError too: undecodable text, a malformed page
+        raise IndexStoreError(f"{path.parent.name}/{path.name} is damaged ({str(e).splitlines()[0][:80]}); "
+                              f"{REBUILD_HINT}") from None
 
 
 _SCHEMA = """
@@ -348,7 +418,7 @@ def _write_chunks(path: Path, docs: list[DocumentRecord], chunks: list[ChunkReco
 
 
 def _read_chunks(path: Path) -> list[ChunkRecord]:
-    with contextlib.closing(_connect(path)) as con:
+    with _reading(path) as con:
         rows = con.execute(
             'SELECT c.row, c.id, c.doc_id, d.source, d.title, c.text, c.start, c."end", c.n_tokens, '
             "c.position, d.metadata FROM chunks c JOIN docs d USING (doc_id) ORDER BY c.row").fetchall()

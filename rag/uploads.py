@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import EXTENSIONS, Settings
 from .indexer import BuildSummary, build_index
-from .loaders import LoaderError, load_file
+from .loaders import DEFAULT_LIMITS, Limits, LoaderError, load_file
 
 MAX_NAME_CHARS = 100  # an upload's file stem is cut to this (file systems allow 255 bytes; not tuned)
 
@@ -43,7 +43,8 @@ def safe_upload_name(name: str) -> str:
     return f"{stem[:MAX_NAME_CHARS]}{suffix.lower()}"
 
 
-def copy_uploads(files: Iterable[str | Path], upload_dir: Path, taken: set[str]) -> tuple[list[str], dict[str, str]]:
+def copy_uploads(files: Iterable[str | Path], upload_dir: Path, taken: set[str], limits: Limits = DEFAULT_LIMITS
+                 ) -> tuple[list[str], dict[str, str]]:
     """Copy the readable files into `upload_dir`; returns (names added, {name: reason} skipped).
 
     Each file is loaded first, so an unreadable one never lands in the folder. A name already used by
@@ -60,7 +61,7 @@ def copy_uploads(files: Iterable[str | Path], upload_dir: Path, taken: set[str])
             skipped[src.name] = f"unsupported file type; use one of {', '.join(EXTENSIONS)}"
             continue
         try:
-            load_file(src, name)
+            load_file(src, name, limits)
         except LoaderError as e:
             skipped[src.name] = str(e)
             continue
@@ -81,7 +82,7 @@ def add_files(files: Iterable[str | Path], upload_dir: str | Path, settings: Set
     every document already indexed (`indexed`: their sources). Raises what `build_index` raises."""
     upload_dir = Path(upload_dir)
     uploaded = {p.name for p in upload_dir.iterdir()} if upload_dir.is_dir() else set()
-    added, skipped = copy_uploads([f for f in files if f], upload_dir, set(indexed) - uploaded)
+    added, skipped = copy_uploads([f for f in files if f], upload_dir, set(indexed) - uploaded, Limits.of(settings))
     report = UploadReport(added, skipped)
     if not added:
         return report

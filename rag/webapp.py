@@ -10,11 +10,13 @@ functions, HTML-escaped), and uploads, index builds and input checks are the lib
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 from .answering import Answer
 from .config import (
@@ -22,6 +24,7 @@ from .config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     EXTENSIONS,
+    LOCAL_HOSTS,
     MAX_TOP_K,
     MODES,
     Settings,
@@ -43,7 +46,6 @@ from .uploads import resolve_upload_dir
 
 __all__ = ["CSS", "EXAMPLES", "WebApp", "build_app", "launch", "serve"]
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 EXAMPLES = [
     "Which minister toured AI hotspots in Shanghai and Beijing?",
     "What are the five points of the MIIT AI action plan?",
@@ -97,6 +99,9 @@ class WebApp:
             self.load_error = str(e)
         return self.assistant is not None
 
+    def empty_state_html(self) -> str:
+        return render_empty_state(self.settings.index_dir, self.settings.corpus_dir, self.load_error)
+
     def status_markdown(self) -> str:
         return render_status(self.assistant.status() if self.assistant else None, self.settings.index_dir)
 
@@ -121,8 +126,7 @@ class WebApp:
         if assistant is None:
             chat.append({"role": "assistant", "content": "There is no index yet: build it or upload documents "
                                                          "first (see the note above)."})
-            yield "", chat, render_empty_state(self.settings.index_dir, self.settings.corpus_dir,
-                                               self.load_error), history
+            yield "", chat, self.empty_state_html(), history
             return
         chat.append({"role": "assistant", "content": "…"})
         yield "", chat, SOURCES_SEARCHING, history
@@ -153,6 +157,9 @@ class WebApp:
             return assistant.answer(question, top_k=check_top_k(top_k), mode=check_mode(mode)).to_dict()
         except ValueError as e:  # QuestionError too: a bad question, top_k or mode, said in one line
             raise gr.Error(str(e)) from None
+        except Exception:  # the caller gets a message, never internal exception text; the log keeps it
+            logging.getLogger(__name__).exception("answering %r failed", question)
+            raise gr.Error("the question could not be answered (an internal error; see the server log)") from None
 
     # -- uploads and building (the library does the work: Assistant.add_files / update / build) ----
     def add_files(self, files: list | None, progress=None) -> tuple[str, str]:
@@ -212,35 +219,89 @@ class WebApp:
 _NO_CHANGE = object()
 
 
+CONCURRENT_ANSWERS = 8  # answers computed at once (Gradio queue); more only queue inside the model (not tuned)
+# requests waiting beyond that: more are refused at once with Gradio's "queue is full" instead of timing out;
+# 2 cores answer ~2 questions/s, so 64 waiting is ~30 s of work (not tuned)
+MAX_QUEUED = 64
+
+
 def build_app(settings: Settings | None = None, upload_dir: str | Path | None = None, assistant=None,
               webapp: WebApp | None = None):
-    """The Gradio Blocks app (queued: 8 concurrent answers). Launch with `launch(demo)` for the CSS."""
+    """The Gradio Blocks app (queued). Launch with `launch(demo)` for the CSS."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     app = webapp or WebApp(settings, upload_dir, assistant)
+    with gr.Blocks(title="Cited Q&A over your documents") as demo:
+        ui = _layout(gr, app)
+        _wire(gr, demo, ui, app)
+    demo.queue(default_concurrency_limit=CONCURRENT_ANSWERS, max_size=MAX_QUEUED)
+    demo.rag_webapp = app  # the shared state, for embedding and tests
+    return demo
+
+
+def _layout(gr, app: WebApp) -> SimpleNamespace:
+    """The components, in page order."""
     s = app.settings
+    missing = app.assistant is None
+    ui = SimpleNamespace()
+    gr.Markdown("## Ask your documents\nEvery answer sentence quotes a document; the numbered badges "
+                "point to the sources panel, where the quoted span is highlighted.")
+    ui.status = gr.Markdown(app.status_markdown(), elem_id="index-status")
+    ui.empty = gr.HTML(app.empty_state_html() if missing else "", visible=missing, elem_id="empty-state")
+    ui.build_button = gr.Button(f"Build index from {s.corpus_dir}", visible=missing, elem_id="build-index")
+    ui.build_message = gr.Markdown()
+    ui.history = gr.State([])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            ui.chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=460, latex_delimiters=[],
+                                    feedback_options=None, buttons=["copy"],
+                                    placeholder="Ask about the documents, or pick an example below.")
+            with gr.Row():
+                ui.question = gr.Textbox(placeholder="Ask a question about the documents…", show_label=False,
+                                         scale=5, elem_id="question", max_lines=4)
+                ui.send = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
+            gr.Examples(EXAMPLES, inputs=ui.question, label="Example questions")
+            ui.clear = gr.Button("New conversation", size="sm", elem_id="clear")
+        with gr.Column(scale=2):
+            gr.Markdown("### Sources")
+            ui.sources = gr.HTML(SOURCES_EMPTY, elem_id="sources")
+    with gr.Row():
+        with gr.Accordion("Settings", open=False, elem_id="settings"):
+            ui.top_k = gr.Slider(1, MAX_TOP_K, value=min(s.top_k, MAX_TOP_K), step=1,
+                                 label="Passages retrieved (top-k)")
+            ui.mode = gr.Radio(list(MODES), value=s.mode if s.mode in MODES else MODES[0], label="Retrieval mode")
+            ui.answerer = gr.Radio(app.answerers(), value=ANSWERERS[0], label="Answerer",
+                                   info="extractive quotes the documents; llm needs RAG_LLM_GGUF or RAG_LLM_URL")
+        with gr.Accordion("Add documents", open=False, elem_id="add-documents"):
+            ui.files = gr.File(file_count="multiple", file_types=list(EXTENSIONS), label="Upload txt, md, html, "
+                               "pdf or docx files: they are indexed next to the existing documents",
+                               elem_id="upload")
+            ui.upload_report = gr.Markdown(elem_id="upload-report")
+    return ui
+
+
+def _wire(gr, demo, ui: SimpleNamespace, app: WebApp) -> None:
+    """The events: chat, clearing, uploads, building, page load, and the /ask API."""
 
     def respond(message, chat, history, top_k, mode, answerer):
         for box, messages, sources, hist in app.respond(message, chat, history, top_k, mode, answerer):
             yield box, messages, gr.skip() if sources is _NO_CHANGE else sources, hist
 
+    def empty_update():
+        missing = app.assistant is None
+        return gr.update(value=app.empty_state_html() if missing else "", visible=missing)
+
     def add_files(files, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's idiom)
         report, status = app.add_files([getattr(f, "name", f) for f in files or []], progress)
-        return report, status, _empty_update()
+        return report, status, empty_update()
 
     def build(progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         message, status = app.build_from_corpus(progress)
-        return message, status, _empty_update()
-
-    def _empty_update():
-        missing = app.assistant is None
-        return gr.update(value=render_empty_state(s.index_dir, s.corpus_dir, app.load_error) if missing else "",
-                         visible=missing)
+        return message, status, empty_update()
 
     def refresh():
-        missing = app.assistant is None
-        return (app.status_markdown(), _empty_update(), gr.update(visible=missing),
+        return (app.status_markdown(), empty_update(), gr.update(visible=app.assistant is None),
                 gr.update(choices=app.answerers()))
 
     def ask(question: str, top_k: int = 8, mode: str = "hybrid") -> dict:
@@ -248,67 +309,28 @@ def build_app(settings: Settings | None = None, upload_dir: str | Path | None = 
         question, answer, abstained, citations (n, source, title, start, end, quote, score), passages."""
         return app.ask(question, top_k, mode)
 
-    missing = app.assistant is None
-    with gr.Blocks(title="Cited Q&A over your documents") as demo:
-        gr.Markdown("## Ask your documents\nEvery answer sentence quotes a document; the numbered badges "
-                    "point to the sources panel, where the quoted span is highlighted.")
-        status = gr.Markdown(app.status_markdown(), elem_id="index-status")
-        empty = gr.HTML(render_empty_state(s.index_dir, s.corpus_dir, app.load_error) if missing else "",
-                        visible=missing, elem_id="empty-state")
-        build_button = gr.Button(f"Build index from {s.corpus_dir}", visible=missing, elem_id="build-index")
-        build_message = gr.Markdown()
-        history = gr.State([])
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=460, latex_delimiters=[],
-                                     feedback_options=None, buttons=["copy"],
-                                     placeholder="Ask about the documents, or pick an example below.")
-                with gr.Row():
-                    question = gr.Textbox(placeholder="Ask a question about the documents…", show_label=False,
-                                          scale=5, elem_id="question", max_lines=4)
-                    send = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="ask")
-                gr.Examples(EXAMPLES, inputs=question, label="Example questions")
-                clear = gr.Button("New conversation", size="sm", elem_id="clear")
-            with gr.Column(scale=2):
-                gr.Markdown("### Sources")
-                sources = gr.HTML(SOURCES_EMPTY, elem_id="sources")
-        with gr.Row():
-            with gr.Accordion("Settings", open=False, elem_id="settings"):
-                top_k = gr.Slider(1, MAX_TOP_K, value=min(s.top_k, MAX_TOP_K), step=1,
-                                  label="Passages retrieved (top-k)")
-                mode = gr.Radio(list(MODES), value=s.mode if s.mode in MODES else "hybrid", label="Retrieval mode")
-                answerer = gr.Radio(app.answerers(), value="extractive", label="Answerer",
-                                    info="extractive quotes the documents; llm needs RAG_LLM_GGUF or RAG_LLM_URL")
-            with gr.Accordion("Add documents", open=False, elem_id="add-documents"):
-                files = gr.File(file_count="multiple", file_types=list(EXTENSIONS), label="Upload txt, md, html, "
-                                "pdf or docx files: they are indexed next to the existing documents",
-                                elem_id="upload")
-                upload_report = gr.Markdown(elem_id="upload-report")
-
-        chat_inputs = [question, chatbot, history, top_k, mode, answerer]
-        chat_outputs = [question, chatbot, sources, history]
-        question.submit(respond, chat_inputs, chat_outputs, api_visibility="private")
-        send.click(respond, chat_inputs, chat_outputs, api_visibility="private")
-        clear.click(lambda: ("", [], SOURCES_EMPTY, []), None, chat_outputs, api_visibility="private",
-                    queue=False)
-        chatbot.clear(lambda: (SOURCES_EMPTY, []), None, [sources, history], api_visibility="private",
-                      queue=False)
-        files.upload(add_files, files, [upload_report, status, empty], api_visibility="private")
-        build_button.click(build, None, [build_message, status, empty], api_visibility="private").then(
-            refresh, None, [status, empty, build_button, answerer], api_visibility="private")
-        demo.load(refresh, None, [status, empty, build_button, answerer], api_visibility="private")
-        gr.api(ask, api_name="ask")
-    demo.queue(default_concurrency_limit=8)
-    demo.rag_webapp = app  # the shared state, for embedding and tests
-    return demo
+    private = {"api_visibility": "private"}
+    chat_inputs = [ui.question, ui.chatbot, ui.history, ui.top_k, ui.mode, ui.answerer]
+    chat_outputs = [ui.question, ui.chatbot, ui.sources, ui.history]
+    ui.question.submit(respond, chat_inputs, chat_outputs, **private)
+    ui.send.click(respond, chat_inputs, chat_outputs, **private)
+    ui.clear.click(lambda: ("", [], SOURCES_EMPTY, []), None, chat_outputs, queue=False, **private)
+    ui.chatbot.clear(lambda: (SOURCES_EMPTY, []), None, [ui.sources, ui.history], queue=False, **private)
+    ui.files.upload(add_files, ui.files, [ui.upload_report, ui.status, ui.empty], **private)
+    page = [ui.status, ui.empty, ui.build_button, ui.answerer]
+    ui.build_button.click(build, None, [ui.build_message, ui.status, ui.empty], **private).then(
+        refresh, None, page, **private)
+    demo.load(refresh, None, page, **private)
+    gr.api(ask, api_name="ask")
 
 
-def launch(demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, block: bool = True):
-    """Serve `demo` on host:port (no share link, no analytics); returns the local URL."""
+def launch(demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, block: bool = True,
+           auth: tuple[str, str] | None = None):
+    """Serve `demo` on host:port (no share link, no analytics; a login when `auth`); returns the local URL."""
     import gradio as gr
 
     _, url, _ = demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True,
-                            quiet=True, show_error=True, ssr_mode=False, css=CSS, theme=gr.themes.Default(),
+                            quiet=True, show_error=True, auth=auth, ssr_mode=False, css=CSS, theme=gr.themes.Default(),
                             footer_links=["api"], max_file_size="50mb", mcp_server=False)
     if block:
         demo.block_thread()
@@ -318,17 +340,15 @@ def launch(demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, bloc
 # ---- serving --------------------------------------------------------------------------------------
 
 def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          upload_dir: str | Path | None = None) -> int:
-    """`rag serve`: build the app over settings.index_dir and serve it until Ctrl-C."""
+          upload_dir: str | Path | None = None, auth: tuple[str, str] | None = None) -> int:
+    """`rag serve`: build the app over settings.index_dir and serve it until Ctrl-C (behind a login when
+    `auth` is given; the CLI requires one for any address but this machine's)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if host not in LOCAL_HOSTS:
-        print(f"warning: binding {host}: anyone who can reach this machine on port {port} can ask "
-              "questions and upload files (there is no login)", file=sys.stderr, flush=True)
     demo = build_app(settings, resolve_upload_dir(upload_dir))
     app: WebApp = demo.rag_webapp
     if app.assistant is None:
         print(f"no index in {settings.index_dir}: the page explains how to build one", file=sys.stderr, flush=True)
-    url = launch(demo, host, port, block=False)
+    url = launch(demo, host, port, block=False, auth=auth)
     if host not in LOCAL_HOSTS:
         url = f"http://{host}:{port}/"
     print(f"Serving on {url} (uploads go to {app.upload_dir}; Ctrl-C to stop)", flush=True)
