@@ -16,6 +16,17 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+_STEMMER = None
+
+
+def stem(words: list[str]) -> list[str]:
+    """The BM25 index's English stems of lower-case words ("chaired" -> "chair")."""
+    global _STEMMER
+    if _STEMMER is None:
+        _STEMMER = _stemmer()
+    return _STEMMER.stemWords(words)
+
+
 def _tokenize(texts: list[str], stemmer):
     import bm25s
 

@@ -23,6 +23,7 @@ import numpy as np
 from .answering import NOT_IN_CORPUS, Answer, Citation, answer_candidates, passages_of
 from .chunking import sentence_spans
 from .embeddings import Embedder
+from .lexical import stem
 from .retrieval import Hit
 from .stopwords import STOPWORDS
 
@@ -35,11 +36,13 @@ Rules:
 - Use only facts stated in the passages. If they do not contain the answer, reply exactly: NOT_IN_CORPUS"""
 
 ABSTAIN_TOKEN = "NOT_IN_CORPUS"
-# a claim is checked against its cited passage: this share of its content words must occur there, and the
-# passage's best sentence must be this close to it (cosine). Set when the answerer was written, on the
-# fake-model tests in tests/test_answering.py; not tuned on a dev set (no instruct model ships)
+# a claim is checked against the unit of its cited passage that supports it: this share of its content words
+# (stemmed) must occur in that unit, which must be this close to it (cosine), besides every name, number
+# and negation (`consistent`). Set on the fake-model tests in tests/test_answering.py and the adversarial
+# replies of tests/test_claims.py; not tuned on a dev set (no instruct model ships)
 MIN_WORD_SHARE = 0.6
 MIN_CLAIM_COSINE = 0.5
+NAME_CONTEXT_CHARS = 200  # about one sentence before the quote may supply its names (not tuned)
 
 _MARK = re.compile(r"\[(\d+)\]")
 _WORD = re.compile(r"[^\W_]+", re.U)
@@ -170,22 +173,62 @@ def _judge(sentence: str, hits: list[Hit], embedder: Embedder, citations: list[C
 
 
 def _supporting_span(claim: str, hit: Hit, embedder: Embedder):
-    """The passage sentence that supports the claim, or None: most of the claim's content words, and
-    every number or code in it (1964, hunter2), must occur in the passage, and the best sentence must be
-    semantically close to the claim."""
-    words = _content_words(claim)
-    passage_words = _content_words(hit.chunk.text)
-    if not words or len(words & passage_words) / len(words) < MIN_WORD_SHARE:
-        return None
-    if any(w not in passage_words for w in words if any(ch.isdigit() for ch in w)):
-        return None
+    """The passage unit that supports the claim, or None. Units are tried from the most similar down to
+    MIN_CLAIM_COSINE; the first one that `consistent` accepts becomes the citation's quote."""
     cands = answer_candidates([hit], max_hits=1)
     if not cands:
         return None
     vecs = embedder.embed([claim] + [c.text for c in cands])
     sims = vecs[1:] @ vecs[0]
-    best = int(np.argmax(sims))
-    if sims[best] < MIN_CLAIM_COSINE:
-        return None
-    c = cands[best]
-    return hit, c.start, c.end, c.text, float(sims[best])
+    for i in np.argsort(-sims, kind="stable"):
+        if sims[i] < MIN_CLAIM_COSINE:
+            break
+        c = cands[int(i)]
+        rel = c.start - hit.chunk.start
+        if consistent(claim, c.text, hit.chunk.text[max(0, rel - NAME_CONTEXT_CHARS):rel]):
+            return hit, c.start, c.end, c.text, float(sims[i])
+    return None
+
+
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_MAGNITUDES = {"hundred", "thousand", "million", "billion", "trillion", "percent", "half", "dozen"}
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|nobody|nothing|nowhere|without|cannot|\w+n't)\b")
+_NOT_NEGATION = re.compile(r"\bnot only\b|\bno longer\b|\bno later than\b|\bnot least\b")
+
+
+def _numbers(text: str) -> set[str]:
+    """Numbers (digits without separators, number words as digits) and magnitude words in a text."""
+    out = {m.replace(",", "") for m in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
+    words = {w.lower() for w in _WORD.findall(text)}
+    return out | {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS} | (words & _MAGNITUDES)
+
+
+def _names(text: str) -> set[str]:
+    """Capitalised words and acronyms (names, places, months, days), lower-cased; function words excluded."""
+    return {w.lower() for w in _WORD.findall(text) if w[0].isupper() and w.lower() not in STOPWORDS}
+
+
+def _negated(text: str) -> bool:
+    text = _NOT_NEGATION.sub(" ", text.lower().replace("’", "'"))
+    return bool(_NEGATION.search(text))
+
+
+def consistent(claim: str, quote: str, before: str = "") -> bool:
+    """Whether `quote` can support `claim`: every name and date in the claim occurs in the quote (or in
+    `before`, the text just before it, where "the plan" was named), every number in the quote, the claim
+    is negated exactly when the quote is, and MIN_WORD_SHARE of its other content words (stemmed) are in
+    the quote. A paraphrase passes; a swapped name, a changed number or an added "not" does not."""
+    quote_words = {w.lower() for w in _WORD.findall(quote)}
+    if not _names(claim) <= quote_words | {w.lower() for w in _WORD.findall(before)}:
+        return False
+    if not _numbers(claim) <= _numbers(quote):
+        return False
+    if _negated(claim) != _negated(quote):
+        return False
+    words = sorted(w for w in _content_words(claim) if not w.isdigit())  # numbers were checked above
+    if not words:
+        return False
+    have = set(stem(sorted(quote_words)))
+    return sum(t in have for t in stem(words)) / len(words) >= MIN_WORD_SHARE

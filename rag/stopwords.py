@@ -4,11 +4,13 @@ from __future__ import annotations
 
 # function words and question words: they say nothing about which sentence holds an answer or supports a
 # claim, and a line ending on one is a hard-wrapped piece of a sentence, not a heading. Hand-written
-# (the union of the four lists this replaces), not tuned
+# (the union of the four lists this replaces, plus sentence-opening connectives, which the LLM claim check
+# must not take for names), not tuned
 STOPWORDS = frozenset("""
 a an the and or but nor of to in on at by for from with as into onto than then that which who whom whose
 what when where why how is are was were be been has have had do does did it its their his her our your
 this these those there they he she s also many much
+however moreover furthermore additionally meanwhile therefore thus finally overall instead yet still so
 """.split())
 
 # the stemmed BM25 terms (rag/lexical.py's English stemmer) of words that shape a question but carry no
