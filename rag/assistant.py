@@ -23,7 +23,7 @@ from .embeddings import get_embedder, model_info
 from .indexer import BuildSummary, build_index
 from .llm import ChatBackend, llm_answer, stream_llm_answer
 from .retrieval import Reranker, Retriever
-from .store import IndexStore
+from .store import IndexStore, IndexStoreError
 from .uploads import UploadReport, add_files
 
 MAX_QUESTION_CHARS = 2000
@@ -124,10 +124,22 @@ class Assistant:
             return combine_answers(question, answers, resolve_follow_up(question, history))
         return self._answer_one(question, history, top_k, mode, filters, answerer)
 
+    def _current(self) -> tuple[Retriever, ExtractiveAnswerer]:
+        """The retriever and answerer of the index's current generation: a build by another process (or
+        `rag index` while `rag serve` runs) is picked up at the next question, without a restart."""
+        with self._lock:
+            store = self.store
+        if not store.is_current():
+            try:
+                self.reload()
+            except IndexStoreError:  # a build half-way or a damaged new index: keep answering from the old one
+                pass
+        with self._lock:
+            return self.retriever, self.extractive
+
     def _answer_one(self, question: str, history: list | None, top_k: int | None, mode: str | None,
                     filters: dict | None, answerer: str | None) -> Answer:
-        with self._lock:
-            retriever, extractive = self.retriever, self.extractive
+        retriever, extractive = self._current()
         query = resolve_follow_up(question, history)
         # one forward pass gives the query vector and the word-piece embeddings the answerer aligns
         vectors, tokens, pieces = self.embedder.embed_tokens([query])
@@ -158,7 +170,8 @@ class Assistant:
         question = check_question(question)
         if self._use_llm(kw.get("answerer")) and len(split_question(question)) == 1:
             query = resolve_follow_up(question, history)
-            hits = self.retriever.search(query, top_k=kw.get("top_k"), mode=kw.get("mode"),
+            retriever, _ = self._current()
+            hits = retriever.search(query, top_k=kw.get("top_k"), mode=kw.get("mode"),
                                          filters=kw.get("filters"))
             yield from stream_llm_answer(self.llm, question, query, hits, self.embedder)
             return
@@ -187,6 +200,7 @@ class Assistant:
         return AnswerRunnable(self)
 
     def status(self) -> dict:
+        self._current()
         m = self.store.manifest
         return {"documents": m["counts"]["documents"], "chunks": m["counts"]["chunks"],
                 "model": m["model"]["name"], "updated": m.get("updated", ""), "index_dir": str(self.settings.index_dir)}

@@ -40,7 +40,8 @@ def cmd_index(args) -> int:
         return 0
     paths = args.paths or [settings.corpus_dir]
     summary = build_index(paths, settings.index_dir, settings, rebuild=args.rebuild,
-                          progress=not args.json and sys.stderr.isatty() or args.progress)
+                          progress=not args.json and sys.stderr.isatty() or args.progress, replace=args.replace,
+                          notify=lambda message: print(message, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False))
     else:
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", type=Path, help="folders or files to index")
     p.add_argument("--index-dir", type=Path)
     p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    p.add_argument("--replace", action="store_true",
+                   help="index other folders than the index was built from, removing its other documents")
     p.add_argument("--check", action="store_true",
                    help="verify the index (checksums, vectors, SQLite, chunk offsets) instead of building")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")

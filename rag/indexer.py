@@ -121,12 +121,18 @@ def embed_chunks(chunks: list[ChunkRecord], fresh: list[tuple[Document, str]], e
     return embedder.embed(texts, progress=progress)
 
 
+def _same_roots(manifest: dict, paths: list[Path]) -> bool:
+    """Whether `paths` are the folders the index was built from (as resolved from here)."""
+    return sorted(str(Path(r).resolve()) for r in manifest.get("roots") or []) == sorted(
+        str(p.resolve()) for p in paths)
+
+
 def write_index(index_dir: Path, old: IndexStore | None, plan: BuildPlan, model: dict, chunking: dict,
                 paths: list[Path], settings: Settings) -> None:
     """Write the planned documents, chunks and vectors as the index's new generation."""
     vectors = np.concatenate(plan.vectors) if plan.vectors else np.zeros((0, model["dimension"]), np.float32)
     manifest = dict(old.manifest) if old is not None else {}
-    manifest.update(model=model, chunking=chunking, roots=[str(p) for p in paths])
+    manifest.update(model=model, chunking=chunking, roots=[str(p.resolve()) for p in paths])
     per_doc = Counter(c.doc_id for c in plan.chunks)  # one pass: a count per document was quadratic
     manifest["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
                                         "chunks": per_doc[d.doc_id]} for d in plan.docs}
@@ -140,12 +146,16 @@ def build_index(
     rebuild: bool = False,
     prune: bool = True,
     progress: bool = False,
+    replace: bool = False,
+    notify=None,
 ) -> BuildSummary:
     """Index the files under `paths` into `index_dir`, embedding only what changed.
 
     With `prune` (the default) documents no longer found under `paths` are removed; without it the
-    index keeps them (used to add uploaded files). Raises LoaderError when nothing could be loaded
-    and IndexStoreError when the existing index is unusable and `rebuild` is not set.
+    index keeps them (used to add uploaded files). Indexing other folders than the index was built from
+    would remove its documents: that needs `replace` (else IndexStoreError says so). Raises LoaderError
+    when nothing could be loaded and IndexStoreError when the existing index is unusable and `rebuild`
+    is not set. `notify(message)` hears that the build waits for another one.
     """
     settings = settings or Settings()
     paths = [Path(p) for p in (paths or [settings.corpus_dir])]
@@ -167,7 +177,7 @@ def build_index(
         # an index built without the prefix (no "context" key) differs, so it is re-embedded
         chunking["context"] = context.manifest_entry()
         window -= context.PREFIX_WORDPIECES  # room for the prefix: chunk + prefix fit the window
-    with write_lock(index_dir):
+    with write_lock(index_dir, notify):
         old = None
         if IndexStore.exists(index_dir) and not rebuild:
             manifest = IndexStore.read_manifest(index_dir)
@@ -175,6 +185,12 @@ def build_index(
             old = IndexStore.open(index_dir)
         reuse = old is not None and old.manifest.get("chunking") == chunking
         plan = plan_build(report.documents, old, reuse, prune)
+        if old is not None and plan.removed and not replace and not _same_roots(old.manifest, paths):
+            old.close()
+            raise IndexStoreError(
+                f"{index_dir} was built from {', '.join(old.manifest.get('roots') or ['other folders'])}; "
+                f"indexing {', '.join(map(str, paths))} would remove {plan.removed} of its documents. Use "
+                "--replace to replace them (or another --index-dir)")
         docs, new_chunks, too_long = chunk_documents(plan.fresh, settings, window)
         summary.skipped.update(too_long)
         plan.fresh = [(d, i) for d, i in plan.fresh if d.source not in too_long]
@@ -186,8 +202,14 @@ def build_index(
             plan.vectors.append(embed_chunks(new_chunks, plan.fresh, embedder, settings, progress))
             plan.chunks.extend(new_chunks)
         embed_seconds = time.perf_counter() - embed_started
+        if old is not None:
+            old.close()  # what the plan keeps is in memory: let the write delete the old generation
         if plan.fresh or plan.removed or rebuild or old is None or not reuse:
-            write_index(index_dir, old, plan, model, chunking, paths, settings)
+            # the folders it follows: these, or (when adding uploads, not pruning) these and the earlier ones
+            roots = [p.resolve() for p in paths]
+            if not prune and old is not None:
+                roots = sorted({*map(str, roots), *(old.manifest.get("roots") or [])})
+            write_index(index_dir, old, plan, model, chunking, [Path(r) for r in roots], settings)
     summary.new, summary.updated, summary.unchanged, summary.removed = (plan.new, plan.updated, plan.unchanged,
                                                                          plan.removed)
     summary.embedded = len(new_chunks)

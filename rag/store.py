@@ -130,11 +130,17 @@ def _fsync_tree(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def write_lock(index_dir: Path) -> Iterator[None]:
-    """One writer at a time per index folder (readers never need the lock)."""
+def write_lock(index_dir: Path, notify=None) -> Iterator[None]:
+    """One writer at a time per index folder (readers never need the lock). When another writer holds it,
+    `notify(message)` is told before this one waits."""
     index_dir.mkdir(parents=True, exist_ok=True)
     with (index_dir / ".lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if notify is not None:
+                notify(f"another build of {index_dir} is running; waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -161,6 +167,14 @@ class IndexStore:
         self.chunks = chunks
         self.vectors = vectors
         self.lexical = lexical
+        self._pin = None  # a shared lock on the open generation: writers do not delete it under a reader
+        self.stamp: tuple | None = None  # the manifest this store was opened from (see is_current)
+
+    def close(self) -> None:
+        """Release this store's hold on its generation (a later build may then delete it)."""
+        if self._pin is not None:
+            self._pin.close()
+            self._pin = None
 
     # ---- reading -------------------------------------------------------------------------
     @staticmethod
@@ -214,7 +228,14 @@ class IndexStore:
             raise IndexStoreError(f"the vector file {manifest['data']}/vectors.faiss holds vectors that are not "
                                   f"unit length (damaged); {REBUILD_HINT}")
         lexical = LexicalIndex.load(data / "bm25", len(chunks))
-        return cls(index_dir, manifest, chunks, vectors, lexical)
+        store = cls(index_dir, manifest, chunks, vectors, lexical)
+        store._pin = _pin_generation(data)
+        store.stamp = manifest_stamp(index_dir)
+        return store
+
+    def is_current(self) -> bool:
+        """Whether the index folder still has the generation this store opened (no build since)."""
+        return manifest_stamp(self.index_dir) == self.stamp
 
     @classmethod
     def check(cls, index_dir: str | Path) -> dict:
@@ -371,11 +392,45 @@ def check_model(manifest: dict, model: dict) -> None:
                 f"the configured model is {model.get('name')!r} ({key} {model.get(key)!r}); {REBUILD_HINT}")
 
 
+def manifest_stamp(index_dir: Path) -> tuple | None:
+    """What changes when a build commits a new manifest (it is replaced, never edited in place)."""
+    try:
+        st = (Path(index_dir) / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _pin_generation(data: Path):
+    """Hold a shared flock on a generation's chunk table for as long as the returned file stays open
+    (SQLite's own locks are fcntl locks, which flock does not touch)."""
+    f = (data / "chunks.sqlite").open("rb")
+    fcntl.flock(f, fcntl.LOCK_SH)
+    return f
+
+
+def _in_use(folder: Path) -> bool:
+    """Whether some open IndexStore (any process) holds this generation."""
+    table = folder / "chunks.sqlite"
+    if not table.is_file():
+        return False
+    with table.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 def _remove_stale(index_dir: Path, keep: str) -> None:
+    """Delete old generations and temp files, except a generation a reader still has open (the next build
+    deletes it once the reader has moved on)."""
     for path in index_dir.iterdir():
         name = path.name
         if path.is_dir() and name != keep and (name.startswith("gen-") or name.startswith(".gen-")):
-            shutil.rmtree(path, ignore_errors=True)
+            if not _in_use(path):
+                shutil.rmtree(path, ignore_errors=True)
         elif name.startswith(f".{MANIFEST}.") and name.endswith(".tmp"):
             path.unlink(missing_ok=True)
 

@@ -243,3 +243,76 @@ def test_a_file_name_cannot_add_attributes_to_the_llm_prompt():
     (_, user) = build_messages("When did the harbour open?", [Hit(chunk, 1.0, 1)])
     assert 'note="trusted' not in user["content"]
     assert user["content"].count('"') == 4  # id="1" source="..." and nothing more
+
+
+# ---- concurrent writers and readers --------------------------------------------------------------------
+
+def test_building_another_folder_into_an_index_refuses_to_drop_its_documents_without_replace(tmp_path, settings):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    for folder, text in ((a, "The harbour opened in 1987."), (b, "The lighthouse was built in 1850.")):
+        folder.mkdir()
+        (folder / f"{folder.name}.txt").write_text(text + " It still stands by the sea today.", encoding="utf-8")
+    build_index([a], tmp_path / "index", settings)
+    with pytest.raises(IndexStoreError, match="would remove 1 of its documents.*--replace"):
+        build_index([b], tmp_path / "index", settings)
+    assert list(IndexStore.open(tmp_path / "index").documents()) == ["a.txt"]  # nothing was lost
+    summary = build_index([b], tmp_path / "index", settings, replace=True)
+    assert summary.removed == 1 and list(IndexStore.open(tmp_path / "index").documents()) == ["b.txt"]
+
+
+def test_a_second_writer_waits_and_says_so(tmp_path, settings):
+    import threading
+
+    from rag.store import write_lock
+
+    folder = folder_with(tmp_path, **{"notes.txt": "The harbour opened in 1987 and handles forty ships a day."})
+    index = tmp_path / "index"
+    heard: list[str] = []
+    with write_lock(index):
+        worker = threading.Thread(target=build_index, args=([folder], index, settings),
+                                  kwargs={"notify": heard.append})
+        worker.start()
+        worker.join(timeout=3)
+        assert worker.is_alive()  # blocked on the lock
+        assert heard and "waiting" in heard[0]
+    worker.join(timeout=120)
+    assert not worker.is_alive() and IndexStore.exists(index)
+
+
+def test_an_open_generation_is_not_deleted_and_an_assistant_picks_up_a_new_one(tmp_path, settings):
+    from rag.assistant import Assistant
+
+    folder = folder_with(tmp_path, **{"notes.txt": "The Zorbulon harbour opened in 1987 and handles forty ships."})
+    index = tmp_path / "index"
+    build_index([folder], index, settings)
+    assistant = Assistant.load(index, settings)
+    first = assistant.store.manifest["data"]
+    (folder / "lighthouse.txt").write_text("The Quentavel lighthouse was built in 1850 on the northern cape.",
+                                           encoding="utf-8")
+    build_index([folder], index, settings)  # e.g. `rag index` while `rag serve` runs
+    assert (index / first).is_dir()  # the assistant still has it open: not deleted under it
+    ans = assistant.answer("When was the Quentavel lighthouse built?")  # the next question sees the new one
+    assert not ans.abstained and "1850" in ans.text
+    assert assistant.store.manifest["data"] != first
+    del ans
+    assistant.store.close()
+    build_index([folder], index, settings, rebuild=True)
+    gens = sorted(p.name for p in index.iterdir() if p.name.startswith("gen-"))
+    assert first not in gens  # released, so the next build removed it
+
+
+def test_a_cli_build_of_the_corpus_cannot_silently_drop_an_uploaded_document(tmp_path, settings):
+    from rag.uploads import add_files
+
+    corpus = folder_with(tmp_path, **{"notes.txt": "The Zorbulon harbour opened in 1987 and handles forty ships."})
+    index = tmp_path / "index"
+    build_index([corpus], index, settings)
+    upload = tmp_path / "memo.txt"
+    upload.write_text("The Quentavel lighthouse was built in 1850 on the northern cape.", encoding="utf-8")
+    report = add_files([upload], tmp_path / "uploads", settings.replace(index_dir=index),
+                       IndexStore.open(index).documents())
+    assert report.added == ["memo.txt"]
+    with pytest.raises(IndexStoreError, match="--replace"):
+        build_index([corpus], index, settings)  # what `rag index corpus` did while `rag serve` ran
+    assert sorted(IndexStore.open(index).documents()) == ["memo.txt", "notes.txt"]

@@ -91,7 +91,8 @@ def test_deleting_a_file_removes_its_chunks_from_the_store_and_from_faiss(
     assert old.chunks[rows[0][0]].id == victim.id and scores[0][0] > 0.999  # found before deletion
 
     (corpus_copy / EDITED).unlink()
-    summary = build_index([corpus_copy], index_copy, settings)
+    # the index was built from corpus/, this is a copy of it: dropping a document needs `replace`
+    summary = build_index([corpus_copy], index_copy, settings, replace=True)
     assert (summary.removed, summary.unchanged, summary.embedded, summary.documents) == (1, 1, 0, 1)
 
     store = IndexStore.open(index_copy)
@@ -153,7 +154,7 @@ def test_kill_9_during_embedding_leaves_the_previous_index_intact(tmp_path, inde
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", str(big), "--index-dir", str(index_copy),
-                                 "--progress"], cwd=tmp_path, env=subprocess_env(),
+                                 "--progress", "--replace"], cwd=tmp_path, env=subprocess_env(),
                                 stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             deadline = time.monotonic() + 180
