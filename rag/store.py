@@ -230,6 +230,7 @@ class IndexStore:
         lexical = LexicalIndex.load(data / "bm25", len(chunks))
         store = cls(index_dir, manifest, chunks, vectors, lexical)
         store._pin = _pin_generation(data)
+        tidy(index_dir, manifest["data"])
         store.stamp = manifest_stamp(index_dir)
         return store
 
@@ -421,6 +422,24 @@ def _in_use(folder: Path) -> bool:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
+
+
+def tidy(index_dir: Path, keep: str) -> None:
+    """Remove what a killed build left behind (temp folders, old generations no reader holds), unless a
+    build is running now: opening an index cleans up after a crash without waiting for the next build."""
+    try:
+        f = (index_dir / ".lock").open("a")
+    except OSError:  # a read-only index folder: nothing to tidy
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        try:
+            _remove_stale(index_dir, keep)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _remove_stale(index_dir: Path, keep: str) -> None:

@@ -97,7 +97,23 @@ class WebApp:
             self.assistant, self.load_error = assistant, None
         except IndexStoreError as e:
             self.load_error = str(e)
-        return self.assistant is not None
+            return False
+        self._index_pending_uploads()
+        return True
+
+    def _index_pending_uploads(self) -> None:
+        """Uploads saved but not indexed (the server stopped in between) are indexed now: none is lost."""
+        from .loaders import LoaderError
+        from .store import IndexStoreError
+
+        if not self.upload_dir.is_dir():
+            return
+        indexed = self.assistant.store.documents()
+        if any(p.is_file() and p.name not in indexed for p in self.upload_dir.iterdir()):
+            try:
+                self.assistant.update([self.upload_dir])
+            except (LoaderError, IndexStoreError, OSError, ValueError) as e:
+                logging.getLogger(__name__).warning("could not index the pending uploads: %s", e)
 
     def empty_state_html(self) -> str:
         return render_empty_state(self.settings.index_dir, self.settings.corpus_dir, self.load_error)

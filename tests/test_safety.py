@@ -316,3 +316,36 @@ def test_a_cli_build_of_the_corpus_cannot_silently_drop_an_uploaded_document(tmp
     with pytest.raises(IndexStoreError, match="--replace"):
         build_index([corpus], index, settings)  # what `rag index corpus` did while `rag serve` ran
     assert sorted(IndexStore.open(index).documents()) == ["memo.txt", "notes.txt"]
+
+
+def test_opening_an_index_tidies_what_a_killed_build_left_unless_a_build_is_running(index_copy):
+    from rag.store import write_lock
+
+    stale = index_copy / ".gen-000099-1-1.tmp"
+    stale.mkdir()
+    (stale / "vectors.faiss").write_bytes(b"partial")
+    with write_lock(index_copy):  # a build is running: its temp folder must stay
+        IndexStore.open(index_copy).close()
+        assert stale.is_dir()
+    IndexStore.open(index_copy).close()
+    assert not stale.exists()
+
+
+def test_an_upload_saved_but_not_indexed_is_indexed_when_the_app_starts(index_copy, tmp_path, settings):
+    from rag.webapp import WebApp
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "memo.txt").write_text("The Quentavel lighthouse was built in 1850 on the northern cape.",
+                                      encoding="utf-8")  # saved, then the server stopped before indexing it
+    app = WebApp(settings.replace(index_dir=index_copy), uploads)
+    assert "memo.txt" in app.assistant.store.documents()
+    assert len(app.assistant.store.documents()) == 3  # the corpus documents are still there
+
+
+def test_the_sentence_splitter_does_not_break_after_titles_and_abbreviations():
+    from rag.chunking import sentence_spans
+
+    text = "Dr. Smith met Mr. Jones at 5 p.m. on Monday. They spoke."
+    assert [text[s:e] for s, e, _ in sentence_spans(text)] == [
+        "Dr. Smith met Mr. Jones at 5 p.m. on Monday.", "They spoke."]
