@@ -90,7 +90,8 @@ def run_rag(tmp_path):
 
 
 # `make quick` (pytest -m "not slow") leaves these out: servers, browsers, `rag` subprocesses, the local LLM
-SLOW_MODULES = {"test_app_browser.py", "test_app_api.py", "test_local_llm_runtime.py", "test_llm_gguf.py"}
+SLOW_MODULES = {"test_app_browser.py", "test_app_api.py", "test_local_llm_runtime.py", "test_llm_gguf.py",
+                "test_fuzz.py"}
 SLOW_FIXTURES = {"run_rag"}
 
 
