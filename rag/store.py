@@ -68,6 +68,7 @@ class FaissVectorStore:
 
         self.dimension = dimension
         self.index = index if index is not None else faiss.IndexFlatIP(dimension)
+        self._matrix: np.ndarray | None = None  # the rows, reconstructed once (open's check, the retriever, builds)
 
     @property
     def size(self) -> int:
@@ -76,11 +77,16 @@ class FaissVectorStore:
     def add(self, vectors: np.ndarray) -> None:
         if len(vectors):
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._matrix = None
 
     def vectors(self) -> np.ndarray:
-        if self.size == 0:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return self.index.reconstruct_n(0, self.size)
+        """All rows as a read-only [n, dim] float32 array (shared: reconstructed once per change)."""
+        if self._matrix is None:
+            matrix = (self.index.reconstruct_n(0, self.size) if self.size
+                      else np.zeros((0, self.dimension), dtype=np.float32))
+            matrix.setflags(write=False)
+            self._matrix = matrix
+        return self._matrix
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """(scores, rows) arrays of shape [n_queries, k]; rows are -1 where fewer hits exist."""
