@@ -12,6 +12,13 @@
    also run through `rag ask` to check the command line's one-line error and exit code.
 3. Load: `--users` gradio_client users ask `/ask` in a loop for `--seconds` against a started app.py;
    errors, "queue is full" refusals, p50/p95 latency and answers per second are counted.
+4. Hostile folder: `rag index` on two good files beside full-size hostile ones (tests/hostile.py: a zip
+   bomb .docx, 9 MB of spaces in a .docx, a 3,000-page PDF, a broken xref, HTML nested 50,000 deep, a
+   100 MB and a 45 MB .txt, random bytes, invalid UTF-8, NUL bytes, a link to a file outside). Its wall
+   time and peak RSS are printed against the limits HOSTILE_SECONDS and HOSTILE_RSS_MB, with whether the
+   good files were indexed and every bad file got its reason.
+
+`--only crash,hostile` runs some of the trials.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -46,6 +54,9 @@ from rag.store import MANIFEST, IndexStoreError  # noqa: E402
 
 SEED = 20261203  # fixed: the same kill moments every run
 NOTES = 40  # generated notes beside corpus/, so a build has a few seconds of work to interrupt
+HOSTILE_SECONDS = 120  # issue 17's bar for indexing the hostile folder
+HOSTILE_RSS_MB = 2048  # and for its peak memory
+TRIALS = ("crash", "corruption", "load", "hostile")
 
 
 def child_env() -> dict:
@@ -217,44 +228,100 @@ def load(work: Path, settings: Settings, users: int, seconds: float) -> dict:
             "answers_per_s": round(len(latencies) / elapsed, 2), "error_samples": errors[:5]}
 
 
+def hostile(work: Path) -> dict:
+    from hostile import write_hostile_folder
+
+    folder = work / "folder"
+    indexed, expected = write_hostile_folder(folder, full=True, outside=work / "passwd")
+    cmd = [sys.executable, "-m", "rag.cli", "index", str(folder), "--index-dir", str(work / "index"), "--json"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=1800)
+    seconds = time.perf_counter() - started
+    # the peak RSS of the finished `rag index` (ru_maxrss is in KiB on Linux); no other child has run yet
+    # when this trial is first, and a maximum over children can only overstate it
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    try:
+        summary = json.loads(out)
+    except json.JSONDecodeError:
+        summary = {}
+    skipped = summary.get("skipped", {})
+    reasons_ok = sorted(skipped) == sorted(expected) and all(
+        all(w in skipped[s] for w in words) for s, words in expected.items())
+    docs = sorted(json.loads((work / "index" / MANIFEST).read_text())["documents"]) if proc.returncode == 0 else []
+    return {"files": len(indexed) + len(expected), "good_files": len(indexed), "rc": proc.returncode,
+            "seconds": round(seconds, 1),
+            "limit_seconds": HOSTILE_SECONDS, "peak_rss_mb": round(rss_mb), "limit_rss_mb": HOSTILE_RSS_MB,
+            "good_indexed": docs == sorted(indexed), "one_reason_per_bad_file": reasons_ok,
+            "skipped": skipped, "stderr_tail": err.strip().splitlines()[-3:]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--only", default=",".join(TRIALS), help="comma-separated trials: " + ", ".join(TRIALS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = [t for t in only if t not in TRIALS]
+    if unknown:
+        parser.error(f"unknown trial {unknown[0]!r}; choose from {', '.join(TRIALS)}")
     settings = Settings()
+    report = {}
     with tempfile.TemporaryDirectory(prefix="rag-faults-") as tmp:
         work = Path(tmp)
-        (work / "crash").mkdir()
-        (work / "corrupt").mkdir()
-        (work / "load").mkdir()
-        report = {"crash": crash_trials(work / "crash", settings, args.trials),
-                  "corruption": corruption(work / "corrupt", settings),
-                  "load": load(work / "load", settings, args.users, args.seconds)}
+        for trial in ("hostile", "crash", "corruption", "load"):  # hostile first: its child's RSS stands alone
+            if trial not in only:
+                continue
+            (work / trial).mkdir()
+            if trial == "hostile":
+                report["hostile"] = hostile(work / trial)
+            elif trial == "crash":
+                report["crash"] = crash_trials(work / trial, settings, args.trials)
+            elif trial == "corruption":
+                report["corruption"] = corruption(work / trial, settings)
+            else:
+                report["load"] = load(work / trial, settings, args.users, args.seconds)
     if args.json:
         print(json.dumps(report))
         return 0
-    c, k, ld = report["crash"], report["corruption"], report["load"]
-    print(f"crash trials: {c['survived']}/{c['trials']} survived (identical answers, no leftover generation); "
-          f"{c['committed_before_kill']} builds finished before their kill; a full build took {c['build_seconds']} s")
-    for r in c["results"]:
-        if not (r["answers_identical"] and not r["leftovers"]):
-            print(f"  trial {r['trial']}: {r}")
-    print(f"corruption: {k['cases']} cases: {k['clear_errors']} clear one-line errors, {k['tracebacks']} tracebacks, "
-          f"{k['silent_results']} silent results")
-    for d in k["detail"]:
-        if d["outcome"] != "clear error":
-            print(f"  {d}")
-    for r in k["cli"]:
-        print(f"  rag ask with {r['damage']} {r['file']}: rc {r['rc']}, {r['stderr_lines']} stderr line(s), "
-              f"traceback {r['traceback']}, stdout {r['stdout']!r}")
-    print(f"load: {ld['users']} users x {ld['seconds']:.0f} s: {ld['answers']} answers, {ld['errors']} errors, "
-          f"{ld['busy_refusals']} busy refusals, p50 {ld['p50_s']} s, p95 {ld['p95_s']} s, "
-          f"{ld['answers_per_s']} answers/s")
-    for e in ld["error_samples"]:
-        print(f"  {e}")
+    if "hostile" in report:
+        h = report["hostile"]
+        print(f"hostile folder: {h['files']} files ({h['good_files']} good) through rag index in {h['seconds']} s "
+              f"(limit {h['limit_seconds']} s, "
+              f"ratio {h['seconds'] / h['limit_seconds']:.2f}), peak RSS {h['peak_rss_mb']} MB (limit "
+              f"{h['limit_rss_mb']} MB, ratio {h['peak_rss_mb'] / h['limit_rss_mb']:.2f}), rc {h['rc']}; good files "
+              f"indexed: {h['good_indexed']}; one reason per bad file: {h['one_reason_per_bad_file']}")
+        for source, reason in sorted(h["skipped"].items()):
+            print(f"  {source}: {reason}")
+    if "crash" in report:
+        c = report["crash"]
+        print(f"crash trials: {c['survived']}/{c['trials']} survived (identical answers, no leftover generation); "
+              f"{c['committed_before_kill']} builds finished before their kill; "
+              f"a full build took {c['build_seconds']} s")
+        for r in c["results"]:
+            if not (r["answers_identical"] and not r["leftovers"]):
+                print(f"  trial {r['trial']}: {r}")
+    if "corruption" in report:
+        k = report["corruption"]
+        print(f"corruption: {k['cases']} cases: {k['clear_errors']} clear one-line errors, "
+              f"{k['tracebacks']} tracebacks, "
+              f"{k['silent_results']} silent results")
+        for d in k["detail"]:
+            if d["outcome"] != "clear error":
+                print(f"  {d}")
+        for r in k["cli"]:
+            print(f"  rag ask with {r['damage']} {r['file']}: rc {r['rc']}, {r['stderr_lines']} stderr line(s), "
+                  f"traceback {r['traceback']}, stdout {r['stdout']!r}")
+    if "load" in report:
+        ld = report["load"]
+        print(f"load: {ld['users']} users x {ld['seconds']:.0f} s: {ld['answers']} answers, {ld['errors']} errors, "
+              f"{ld['busy_refusals']} busy refusals, p50 {ld['p50_s']} s, p95 {ld['p95_s']} s, "
+              f"{ld['answers_per_s']} answers/s")
+        for e in ld["error_samples"]:
+            print(f"  {e}")
     return 0
 
 

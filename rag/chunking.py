@@ -193,6 +193,10 @@ def _split_long(text: str, start: int, end: int, budget: int) -> list[tuple[int,
     return out
 
 
+class ChunkLimitError(ValueError):
+    """A text needs more chunks than the limit allows."""
+
+
 def chunk_text(
     text: str,
     doc_id: str,
@@ -200,8 +204,12 @@ def chunk_text(
     overlap: int = Settings.chunk_overlap,
     max_wordpieces: int | None = Settings.max_wordpieces,
     count_wordpieces=None,
+    max_chunks: int | None = None,
 ) -> list[Chunk]:
-    """Split one document's text into chunks (see the module docstring)."""
+    """Split one document's text into chunks (see the module docstring).
+
+    With `max_chunks`, a text that needs more raises ChunkLimitError as soon as that is known, before the
+    costly word-piece fitting."""
     if chunk_tokens < 8:
         raise ValueError("chunk_tokens must be at least 8")
     if not 0 <= overlap < chunk_tokens:
@@ -228,6 +236,8 @@ def chunk_text(
         while j > i + 1 and len(enc.encode_ordinary(text[units[i][0]:units[j - 1][1]])) > chunk_tokens:
             j -= 1
         spans.append((i, j))
+        if max_chunks is not None and len(spans) > max_chunks:
+            raise ChunkLimitError(f"more than {max_chunks} chunks")
         if j >= len(units):
             break
         back, k = 0, j
@@ -242,6 +252,8 @@ def chunk_text(
     ranges = _fit_window(text, ranges, chunk_tokens, _count_tokens)
     if max_wordpieces and count_wordpieces is not None:
         ranges = _fit_window(text, ranges, max_wordpieces, count_wordpieces)
+    if max_chunks is not None and len(ranges) > max_chunks:
+        raise ChunkLimitError(f"more than {max_chunks} chunks")
     counts = _count_tokens([text[s:e] for s, e in ranges])
     return [
         Chunk(id=f"{doc_id}:{n}", doc_id=doc_id, text=text[s:e], start=s, end=e, n_tokens=c, position=n)

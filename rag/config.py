@@ -81,6 +81,8 @@ class Settings:
     max_file_mb: float = 50.0  # larger files are skipped with a reason (the upload limit is the same)
     max_unzipped_mb: float = 200.0  # a .docx that would decompress to more is skipped before it is parsed
     max_chunks_per_file: int = 5000  # about 1M tokens of text; a file that chunks into more is skipped
+    max_pages: int = 2000  # a longer PDF is skipped before its text is read: at ~500 tokens a page that is
+    # the 1M tokens max_chunks_per_file allows
     follow_symlinks: bool = False  # index links that point outside the indexed folder (off: they are skipped)
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"

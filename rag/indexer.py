@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import context
-from .chunking import chunk_text, wordpiece_counter
+from .chunking import ChunkLimitError, chunk_text, wordpiece_counter
 from .config import Settings, model_path
 from .embeddings import Embedder, get_embedder, model_info
 from .loaders import Document, Limits, LoaderError, load_paths
@@ -102,9 +102,11 @@ def chunk_documents(fresh: list[tuple[Document, str]], settings: Settings, windo
     counter = wordpiece_counter(str(model_path(settings)))
     docs, chunks, skipped = [], [], {}
     for doc, doc_id in fresh:
-        pieces = chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter)
-        if len(pieces) > settings.max_chunks_per_file:
-            skipped[doc.source] = (f"{len(pieces)} chunks, over the {settings.max_chunks_per_file} per file limit "
+        try:
+            pieces = chunk_text(doc.text, doc_id, settings.chunk_tokens, settings.chunk_overlap, window, counter,
+                                max_chunks=settings.max_chunks_per_file)
+        except ChunkLimitError:
+            skipped[doc.source] = (f"more than {settings.max_chunks_per_file} chunks, over the per file limit "
                                    "(max_chunks_per_file)")
             continue
         docs.append(DocumentRecord(doc_id, doc.source, doc.title, doc.content_hash, doc.metadata, doc.text))

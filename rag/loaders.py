@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -62,8 +63,24 @@ def _decode(data: bytes) -> str:
                           "re-save it as UTF-8") from None
 
 
-def _require_text(text: str) -> str:
+# a run of spaces/tabs longer than this becomes one space, and more than this many line breaks in a row
+# become one blank line: aligned text tables and page padding stay readable, while a file of padding (a
+# 10 KB docx holding 9 MB of spaces) cannot become a 9M-character document
+MAX_SPACE_RUN = 32
+MAX_NEWLINE_RUN = 8
+_SPACE_RUN = re.compile(r"[ \t\f\v\u00a0]{" + str(MAX_SPACE_RUN + 1) + ",}")
+_NEWLINE_RUN = re.compile(r"(?:[ \t]*\n){" + str(MAX_NEWLINE_RUN + 1) + ",}")
+
+
+def _squeeze(text: str) -> str:
+    """Line endings made \\n, and runs of padding cut down (MAX_SPACE_RUN, MAX_NEWLINE_RUN)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _NEWLINE_RUN.sub("\n\n", _SPACE_RUN.sub(" ", text))
+
+
+def _require_text(text: str, squeeze: bool = True) -> str:
+    if squeeze:
+        text = _squeeze(text)
     if not text.strip():
         raise LoaderError("no text found in the file")
     return text
@@ -123,19 +140,29 @@ def _load_html(data: bytes, stem: str) -> tuple[str, str, dict]:
     return _require_text(text), title, meta
 
 
-def _load_pdf(data: bytes, stem: str) -> tuple[str, str, dict]:
+MAX_PAGES = 2000  # Settings.max_pages' default
+
+
+def _load_pdf(data: bytes, stem: str, max_pages: int = MAX_PAGES) -> tuple[str, str, dict]:
     from pypdf import PdfReader
 
+    pypdf_log = logging.getLogger("pypdf")
+    level = pypdf_log.level
+    pypdf_log.setLevel(logging.ERROR)  # its repair notes ("incorrect startxref pointer") are not the user's business
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise LoaderError("encrypted PDF; decrypt it first")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        if len(reader.pages) > max_pages:
+            raise LoaderError(f"PDF has {len(reader.pages)} pages, over the {max_pages} page limit (max_pages)")
+        pages = [_squeeze(page.extract_text() or "").strip() for page in reader.pages]
         info = reader.metadata
     except LoaderError:
         raise
     except Exception as e:  # pypdf raises many error types on damaged files (AttributeError, LimitReachedError...)
         raise LoaderError(f"corrupt or unreadable PDF ({type(e).__name__}: {str(e)[:80]})") from None
+    finally:
+        pypdf_log.setLevel(level)
     text = ""
     page_starts = []
     for page_text in pages:
@@ -146,7 +173,8 @@ def _load_pdf(data: bytes, stem: str) -> tuple[str, str, dict]:
     if not text.strip():
         raise LoaderError("PDF has no extractable text (scanned images need OCR first)")
     title = (info.title if info and info.title else "") or stem
-    return _require_text(text), title, {"pages": len(pages), "page_starts": page_starts}
+    # squeezed page by page above, so that page_starts stay offsets into the text
+    return _require_text(text, squeeze=False), title, {"pages": len(pages), "page_starts": page_starts}
 
 
 MAX_UNZIPPED_BYTES = 200 * 2**20  # Settings.max_unzipped_mb's default
@@ -206,15 +234,17 @@ _LOADERS = {
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource bounds for loading one file (Settings.max_file_mb, max_unzipped_mb, follow_symlinks)."""
+    """Resource bounds for loading one file (Settings.max_file_mb, max_unzipped_mb, max_pages, follow_symlinks)."""
 
     max_file_bytes: int = 50 * 2**20
     max_unzipped_bytes: int = MAX_UNZIPPED_BYTES
     follow_symlinks: bool = False
+    max_pages: int = MAX_PAGES
 
     @classmethod
     def of(cls, settings) -> Limits:
-        return cls(int(settings.max_file_mb * 2**20), int(settings.max_unzipped_mb * 2**20), settings.follow_symlinks)
+        return cls(int(settings.max_file_mb * 2**20), int(settings.max_unzipped_mb * 2**20), settings.follow_symlinks,
+                   settings.max_pages)
 
 
 DEFAULT_LIMITS = Limits()
@@ -238,6 +268,8 @@ def load_file(path: str | Path, source: str | None = None, limits: Limits = DEFA
         raise LoaderError("empty file")
     if loader is _load_docx:
         text, title, meta = _load_docx(data, path.stem, limits.max_unzipped_bytes)
+    elif loader is _load_pdf:
+        text, title, meta = _load_pdf(data, path.stem, limits.max_pages)
     else:
         text, title, meta = loader(data, path.stem)
     meta = {"file_name": path.name, **meta}

@@ -109,6 +109,21 @@ def test_a_file_that_chunks_into_too_many_pieces_is_skipped_and_the_rest_indexed
     assert list(IndexStore.open(tmp_path / "index").documents()) == ["notes.txt"]
 
 
+def test_a_folder_of_hostile_files_indexes_the_good_ones_with_one_reason_per_bad_one(tmp_path, settings):
+    from hostile import write_hostile_folder
+
+    indexed, expected = write_hostile_folder(tmp_path / "folder", outside=tmp_path / "passwd")
+    summary = build_index([tmp_path / "folder"], tmp_path / "index", settings)
+    assert sorted(IndexStore.open(tmp_path / "index").documents()) == sorted(indexed)
+    assert sorted(summary.skipped) == sorted(expected)
+    for source, words in expected.items():
+        assert all(w in summary.skipped[source] for w in words), (source, summary.skipped[source])
+        assert "\n" not in summary.skipped[source]
+    # the docx of padding is its few real words, not 9 MB of spaces
+    padding = IndexStore.open(tmp_path / "index").document("padding.docx").text
+    assert len(padding) < 100 and "harbour opened in 1987" in padding
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 def rag_cli(*args, cwd, stdin=None, timeout=240):
