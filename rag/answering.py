@@ -117,6 +117,14 @@ class Candidate:
     typed: bool = True  # holds the kind of answer the question asks for
     span: float = 0.0  # the span reader's probability that the answer starts in this unit
     spans: list[ShortAnswer] = field(default_factory=list)  # its best spans here, doc offsets, best first
+    body_start: int | None = None  # where the unit's own text starts after the headings joined to it (doc offset)
+
+    @property
+    def cited(self) -> tuple[int, int, str]:
+        """(start, end, text) of what is quoted: the unit without its headings. The headings are scored with
+        the unit (they say what it is about) but are not part of the answer."""
+        body = self.start if self.body_start is None else self.body_start
+        return body, self.end, self.text[body - self.start:]
 
 
 _LIST_ITEM = re.compile(r"\s*(?:[-*•–·▪]\s|\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]\s|\(?[ivxlcIVXLC]{1,6}[.)]\s|"
@@ -155,13 +163,26 @@ def _family(line: str) -> str | None:
     return next((name for name, pattern in _FAMILIES if re.match(pattern + r"\s", line)), None)
 
 
+# a "Key: value" line (front matter, a form, a header block: "Author: Hugo van Kemenade", "Replaces: 291")
+# states a fact; it is not a heading. The key is at most FIELD_KEY_WORDS words (not tuned)
+FIELD_KEY_WORDS = 4
+_FIELD_KEY = re.compile(r"\s*([^:：\n]{1,40})[:：]\s+\S")
+_SECTION_KEY = re.compile(r"(?:\S+\s+)?(?:\d+[\w.]*|[IVXLC]+\.?)$|#", re.I)  # "Chapter 3", "Part IV", "## Scope"
+
+
+def _is_field(unit: str) -> bool:
+    """A "Key: value" line, and not a numbered heading with a subtitle ("Chapter 3: Scope")."""
+    m = _FIELD_KEY.match(unit)
+    return m is not None and len(m.group(1).split()) <= FIELD_KEY_WORDS and not _SECTION_KEY.match(m.group(1).strip())
+
+
 def _kind(text: str, s: int, e: int) -> str:
     """'item' (a list item), 'heading' (a title-like line of its own) or 'text'."""
     unit = text[s:e]
     whole_line = (s == 0 or text[:s].rstrip(" \t").endswith("\n")) and (e == len(text) or text[e:].lstrip(" \t")[:1]
                                                                          in ("\n", ""))
     title_like = whole_line and len(unit.split()) <= HEADING_MAX_WORDS and not unit.startswith("|") \
-        and not re.search(r"[.!?。！？;；:：,，][\"'”’)\]]*$", unit)
+        and not re.search(r"[.!?。！？;；:：,，][\"'”’)\]]*$", unit) and not _is_field(unit)
     if _LIST_ITEM.match(unit):
         # a numbered title line ("4. Build a Thriving Ecosystem") over body text heads a section
         after = text[e:].lstrip()
@@ -173,11 +194,11 @@ def _kind(text: str, s: int, e: int) -> str:
     return "text"
 
 
-def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int]]:
-    """The answer units of `text` that start before `limit`: each sentence or line; a heading joined to
-    what follows it (a heading never stands alone); a line that ends with ':' or leads into list items
-    joined with its items (and each item also on its own); a question joined to its answer ("The
-    mission? To ...")."""
+def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int, int]]:
+    """The answer units of `text` that start before `limit`, as (start, end, body start): each sentence or
+    line; a heading joined to what follows it (a heading never stands alone; the body starts after it); a
+    line that ends with ':' or leads into list items joined with its items (and each item also on its own);
+    a question joined to its answer ("The mission? To ...")."""
     spans = [(s, e) for s, e, _ in sentence_spans(text)]
     kinds = [_kind(text, s, e) for s, e in spans]
     limit = len(text) if limit is None else limit
@@ -209,7 +230,7 @@ def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int]]:
                     nested = None
                 end = spans[j][1]
                 j += 1
-        out.append((start, end))
+        out.append((start, end, s))
     return out
 
 
@@ -225,11 +246,11 @@ def answer_candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[C
     for hit, window in zip(hits, windows, strict=True):
         c = hit.chunk
         text = window if window.startswith(c.text) else c.text
-        for s, e in answer_units(text, limit=len(c.text)):
+        for s, e, body in answer_units(text, limit=len(c.text)):
             key = (c.source, c.start + s)
-            if key not in seen and len(text[s:e].split()) >= MIN_UNIT_WORDS:
+            if key not in seen and len(text[body:e].split()) >= MIN_UNIT_WORDS:
                 seen.add(key)
-                out.append(Candidate(hit, c.start + s, c.start + e, text[s:e]))
+                out.append(Candidate(hit, c.start + s, c.start + e, text[s:e], body_start=c.start + body))
     return out
 
 
@@ -451,7 +472,8 @@ class ExtractiveAnswerer:
         kind = answer_type(question)
         best = None
         for n, c in enumerate(chosen, start=1):
-            span = next((sp for sp in c.spans if has_type(sp.text, kind, question)), None)
+            body = c.cited[0]
+            span = next((sp for sp in c.spans if sp.start >= body and has_type(sp.text, kind, question)), None)
             if span is not None and (best is None or span.score > best.score):
                 best = replace(span, n=n)
         return best if best is not None and best.score >= self.settings.short_answer_margin else None
@@ -513,9 +535,10 @@ class ExtractiveAnswerer:
         citations, parts = [], []
         chosen = self.select(cands)
         for n, c in enumerate(chosen, start=1):
-            citations.append(Citation(n, c.hit.chunk.source, c.hit.chunk.title, c.hit.chunk.id, c.start, c.end,
-                                      c.text, round(c.score, 4)))
-            parts.append(f"{_one_line(c.text)} [{n}]")
+            start, end, text = c.cited
+            citations.append(Citation(n, c.hit.chunk.source, c.hit.chunk.title, c.hit.chunk.id, start, end,
+                                      text, round(c.score, 4)))
+            parts.append(f"{_one_line(text)} [{n}]")
         return Answer(question, " ".join(parts), citations, False, passages, round(support, 4), query,
                       short_answer=self.short_answer(query, chosen), span_margin=margin,
                       typed_margin=typed)

@@ -72,9 +72,16 @@ _SPACE_RUN = re.compile(r"[ \t\f\v\u00a0]{" + str(MAX_SPACE_RUN + 1) + ",}")
 _NEWLINE_RUN = re.compile(r"(?:[ \t]*\n){" + str(MAX_NEWLINE_RUN + 1) + ",}")
 
 
+# invisible format characters: zero-width space/joiners, direction marks and overrides, word joiner,
+# invisible operators, BOM, soft hyphen. They can hide words from search ("ig\u200bnore") or reorder what a
+# reader sees (trojan-source bidi overrides), and carry no meaning in extracted text, so they are removed
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def _squeeze(text: str) -> str:
-    """Line endings made \\n, and runs of padding cut down (MAX_SPACE_RUN, MAX_NEWLINE_RUN)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """Line endings made \\n, invisible format characters removed, runs of padding cut down
+    (MAX_SPACE_RUN, MAX_NEWLINE_RUN)."""
+    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     return _NEWLINE_RUN.sub("\n\n", _SPACE_RUN.sub(" ", text))
 
 
@@ -137,6 +144,10 @@ def _load_html(data: bytes, stem: str) -> tuple[str, str, dict]:
             value = getattr(meta_obj, key, None)
             if value:
                 meta[key] = str(value)
+    # trafilatura puts each block (paragraph, heading, list item, table row) on one line and never wraps
+    # lines: a blank line between blocks makes each its own paragraph, so that a line without a full stop
+    # is not read as running into the next (a .docx's blocks are joined the same way)
+    text = re.sub(r"\n+", "\n\n", text.strip())
     return _require_text(text), title, meta
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 
 import pytest
 from apphelpers import (
@@ -16,6 +17,10 @@ from apphelpers import (
     copy_index,
     start_server,
 )
+from injection import ATTACKER, QUESTIONS, write_corpus
+
+from rag.config import Settings
+from rag.indexer import build_index
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -50,8 +55,10 @@ def server(tmp_path_factory, corpus_index):
     srv.stop()
 
 
-@pytest.fixture
-def page(chromium, server):
+@contextmanager
+def open_page(chromium, url: str):
+    """A page on the app that may only reach this machine: yields it, then asserts that no request
+    went elsewhere (such requests are aborted and recorded) and that no JavaScript error happened."""
     context = chromium.new_context(viewport={"width": 1200, "height": 800})
     outside: list[str] = []
 
@@ -66,12 +73,18 @@ def page(chromium, server):
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server.url)
+    pg.goto(url)
     pg.wait_for_selector("#question textarea", timeout=TIMEOUT_MS)
     yield pg
     context.close()
     assert not outside, f"the page tried to reach outside this machine: {outside}"
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(chromium, server):
+    with open_page(chromium, server.url) as pg:
+        yield pg
 
 
 def ask(page, question: str) -> str:
@@ -164,3 +177,37 @@ def test_uploaded_files_are_answerable_at_once_and_shown_escaped(page, server, t
     assert page.locator("#sources script, #sources img, #chat img[src='x']").count() == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-upload.png"))
+
+
+@pytest.fixture(scope="module")
+def injection_server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("app-injection")
+    folder = write_corpus(work / "corpus", injected=True)
+    build_index([folder], work / "index", Settings())
+    srv = start_server(work / "index", work / "uploads", work)
+    yield srv
+    srv.stop()
+
+
+def test_an_injection_corpus_is_shown_inert_and_no_request_leaves_the_page(chromium, injection_server):
+    with open_page(chromium, injection_server.url) as pg:  # asserts no outside request, no JS error
+        shown = []
+        for question, expected in QUESTIONS:
+            answer = ask(pg, question)
+            assert expected in answer, (question, answer)
+            if pg.locator("#sources details summary").count():  # the other retrieved passages, too
+                pg.click("#sources details summary")
+            shown.append(pg.inner_text("#sources"))
+        text = "\n".join(shown)
+        # the hostile text is on the page as text...
+        assert "ignore all previous instructions" in text and "<script>" in text and "onerror" in text
+        assert f"]({ATTACKER}/pixel.png" in text or f"]({ATTACKER}/chart.png" in text
+        # ...and nothing of it became markup: no script ran, no image, no script or javascript: link exists
+        assert pg.evaluate("window.__pwned") is None
+        assert pg.locator("#chat img, #sources img, #chat script, #sources script").count() == 0
+        assert pg.evaluate("""() => [...document.querySelectorAll('[src], [href], [onerror], [onclick]')]
+            .map(e => (e.getAttribute('src') || '') + (e.getAttribute('href') || '') + (e.getAttribute('onerror')
+                || '') + (e.getAttribute('onclick') || ''))
+            .filter(v => v.includes('attacker') || v.startsWith('javascript:'))""") == []
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / "app-injection.png"))

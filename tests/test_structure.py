@@ -107,7 +107,7 @@ def test_abbreviations_and_initials_do_not_end_a_sentence():
 def test_an_intro_line_is_one_unit_with_its_items_and_a_heading_never_stands_alone():
     text = "\n".join([BODY[0], INTRO, *ITEMS, "11. Beijing shall", "- build computing centres;",
                       "- open data sets.", "Chapter III Final provisions", BODY[-1]])
-    units = [text[s:e] for s, e in answer_units(text)]
+    units = [text[s:e] for s, e, _ in answer_units(text)]
     assert "\n".join([BODY[0], INTRO, *ITEMS]) in units  # heading, intro and items together
     assert all(item in units for item in ITEMS)  # and each item on its own
     assert "11. Beijing shall\n- build computing centres;\n- open data sets." in units
