@@ -121,10 +121,18 @@ class Candidate:
 
     @property
     def cited(self) -> tuple[int, int, str]:
-        """(start, end, text) of what is quoted: the unit without its headings. The headings are scored with
-        the unit (they say what it is about) but are not part of the answer."""
+        """(start, end, text) of what is quoted: the unit with its headings, unless they only repeat words
+        of the unit ("Pellworth orchard" over "The Pellworth orchard grows ..."). The headings are always
+        scored with the unit (they say what it is about)."""
         body = self.start if self.body_start is None else self.body_start
+        if body > self.start and _content_words(self.text[: body - self.start]) - \
+                _content_words(self.text[body - self.start:]):
+            body = self.start  # the heading says something the body does not ("5-Point Action Plan")
         return body, self.end, self.text[body - self.start:]
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS}
 
 
 _LIST_ITEM = re.compile(r"\s*(?:[-*•–·▪]\s|\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]\s|\(?[ivxlcIVXLC]{1,6}[.)]\s|"
@@ -170,6 +178,11 @@ _FIELD_KEY = re.compile(r"\s*([^:：\n]{1,40})[:：]\s+\S")
 _SECTION_KEY = re.compile(r"(?:\S+\s+)?(?:\d+[\w.]*|[IVXLC]+\.?)$|#", re.I)  # "Chapter 3", "Part IV", "## Scope"
 
 
+# a title holds no citation markers, links or markup: such a short line is text (a fake "[1] Sources:" line
+# planted before a fact must not be joined to it as its heading)
+_NOT_TITLE = re.compile(r"\[\d+\]|://|<[a-zA-Z/!]|\]\(")
+
+
 def _is_field(unit: str) -> bool:
     """A "Key: value" line, and not a numbered heading with a subtitle ("Chapter 3: Scope")."""
     m = _FIELD_KEY.match(unit)
@@ -182,7 +195,8 @@ def _kind(text: str, s: int, e: int) -> str:
     whole_line = (s == 0 or text[:s].rstrip(" \t").endswith("\n")) and (e == len(text) or text[e:].lstrip(" \t")[:1]
                                                                          in ("\n", ""))
     title_like = whole_line and len(unit.split()) <= HEADING_MAX_WORDS and not unit.startswith("|") \
-        and not re.search(r"[.!?。！？;；:：,，][\"'”’)\]]*$", unit) and not _is_field(unit)
+        and not re.search(r"[.!?。！？;；:：,，][\"'”’)\]]*$", unit) and not _is_field(unit) \
+        and not _NOT_TITLE.search(unit)
     if _LIST_ITEM.match(unit):
         # a numbered title line ("4. Build a Thriving Ecosystem") over body text heads a section
         after = text[e:].lstrip()

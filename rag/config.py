@@ -83,6 +83,9 @@ class Settings:
     max_chunks_per_file: int = 5000  # about 1M tokens of text; a file that chunks into more is skipped
     max_pages: int = 2000  # a longer PDF is skipped before its text is read: at ~500 tokens a page that is
     # the 1M tokens max_chunks_per_file allows
+    # requests the web app lets wait beyond those being answered; more are refused at once with Gradio's "queue
+    # is full" instead of timing out: 2 cores answer ~2 questions/s, so 64 waiting is ~30 s of work (not tuned)
+    max_queued: int = 64
     follow_symlinks: bool = False  # index links that point outside the indexed folder (off: they are skipped)
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"

@@ -38,6 +38,24 @@ def escape_markdown(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+QUOTE_CHARS = 240  # a verified quote shown beside an LLM sentence is cut to about this (two lines; not tuned)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit] + " …"
+
+
 def cite_badge(n: int | str, tooltip: str = "") -> str:
     title = f' title="{escape(tooltip)}"' if tooltip else ""
     return f'<sup class="cite" data-cite="{escape(str(n))}"{title}>{escape(str(n))}</sup>'
@@ -52,10 +70,14 @@ def render_answer_markdown(answer: Answer) -> str:
     parts: list[str] = []
     pos = 0
     for m in _MARKER.finditer(answer.text):
-        parts.append(escape_markdown(answer.text[pos:m.start()]).rstrip(" "))
+        sentence = answer.text[pos:m.start()]
+        parts.append(escape_markdown(sentence).rstrip(" "))
         n = int(m.group(1))
         c = by_n.get(n)
         parts.append(cite_badge(n, f"{c.title} ({c.source})" if c else ""))
+        if c is not None and _words(c.quote) != _words(sentence):
+            # a sentence in the model's words (an LLM answer): the quote that verified it goes beside it
+            parts.append(f' <small class="verified-quote">“{escape_markdown(_clip(_one_line(c.quote)))}”</small>')
         pos = m.end()
     parts.append(escape_markdown(answer.text[pos:]))
     body = "".join(parts)

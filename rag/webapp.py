@@ -55,6 +55,8 @@ EXAMPLES = [
 CSS = """
 .cite { display: inline-block; font-size: 0.7em; line-height: 1.2; vertical-align: super; margin-left: 1px;
         padding: 0 4px; border-radius: 6px; background: #e0e7ff; color: #3730a3; font-weight: 600; }
+.verified-quote { display: block; color: #4b5563; font-style: italic; border-left: 3px solid #c7d2fe;
+                  padding-left: 6px; margin: 2px 0 6px; }
 #sources .src-card { border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 10px; margin-bottom: 10px; }
 #sources .src-head { font-size: 0.9em; margin-bottom: 4px; }
 #sources .src-file { color: #6b7280; font-family: ui-monospace, monospace; font-size: 0.9em; }
@@ -236,9 +238,6 @@ _NO_CHANGE = object()
 
 
 CONCURRENT_ANSWERS = 8  # answers computed at once (Gradio queue); more only queue inside the model (not tuned)
-# requests waiting beyond that: more are refused at once with Gradio's "queue is full" instead of timing out;
-# 2 cores answer ~2 questions/s, so 64 waiting is ~30 s of work (not tuned)
-MAX_QUEUED = 64
 
 
 def build_app(settings: Settings | None = None, upload_dir: str | Path | None = None, assistant=None,
@@ -251,7 +250,7 @@ def build_app(settings: Settings | None = None, upload_dir: str | Path | None = 
     with gr.Blocks(title="Cited Q&A over your documents") as demo:
         ui = _layout(gr, app)
         _wire(gr, demo, ui, app)
-    demo.queue(default_concurrency_limit=CONCURRENT_ANSWERS, max_size=MAX_QUEUED)
+    demo.queue(default_concurrency_limit=CONCURRENT_ANSWERS, max_size=max(1, app.settings.max_queued))
     demo.rag_webapp = app  # the shared state, for embedding and tests
     return demo
 

@@ -58,14 +58,14 @@ class AppServer:
                 self.proc.wait(timeout=15)
 
 
-def start_server(index_dir: Path, upload_dir: Path, workdir: Path, timeout: float = 180) -> AppServer:
-    """Start the app on a free 127.0.0.1 port and wait until it serves its page."""
+def start_server(index_dir: Path, upload_dir: Path, workdir: Path, timeout: float = 180, **env: str) -> AppServer:
+    """Start the app on a free 127.0.0.1 port (with extra environment variables) and wait until it serves."""
     port = free_port()
     log = workdir / f"server-{port}.log"
     cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--index-dir", str(index_dir),
            "--upload-dir", str(upload_dir)]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=workdir, env=server_env(**env), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     server = AppServer(proc, f"http://127.0.0.1:{port}/", log)
     deadline = time.monotonic() + timeout

@@ -142,6 +142,22 @@ def test_citation_markers_become_badges():
     assert "Sources:" in md and "notes/harbour.txt" in md
 
 
+def test_an_llm_sentence_shows_the_quote_that_verified_it_and_an_extractive_one_does_not():
+    quote = "The Zorbulon harbour opened in 1987 <b>and</b> handles forty ships a day."
+    c1 = Citation(1, "notes/harbour.txt", "Harbour notes", "c1", 0, len(quote), quote, 0.8)
+    llm = _answer([c1], [_passage()], text="Zorbulon's harbour has been open since 1987. [1]")
+    md = render_answer_markdown(llm)
+    assert re.search(r'since 1987\.<sup class="cite" data-cite="1"[^>]*>1</sup> <small class="verified-quote">'
+                     r"“The Zorbulon harbour opened in 1987 &lt;b&gt;and&lt;/b&gt; handles forty ships a day\.”"
+                     r"</small>",
+                     md), md
+    extractive = _answer([c1], [_passage()], text=f"{quote} [1]")
+    assert "verified-quote" not in render_answer_markdown(extractive)
+    long = Citation(1, "notes/harbour.txt", "Harbour notes", "c1", 0, 1000, "word " * 200, 0.8)
+    md = render_answer_markdown(_answer([long], [_passage()], text="A claim. [1]"))
+    assert re.search(r"“(word ){40,}…”", md) and len(md) < 1000
+
+
 def test_short_answer_leads_the_message_in_bold_with_its_badge():
     c1 = _citation("The Zorbulon harbour opened in 1987")
     ans = _answer([c1], [_passage()])

@@ -111,3 +111,39 @@ def test_eight_concurrent_clients(server):
     assert not any(t.is_alive() for t in threads), "a client hung"
     assert errors == []
     assert len(answers) == 24 and all(a["citations"] for a in answers)
+
+
+def test_requests_beyond_the_queue_bound_are_refused_at_once_as_busy(tmp_path, corpus_index):
+    """max_queued=1: with 8 answers computed at once and one waiting, the rest of 16 simultaneous users are
+    told the queue is full right away, while every request let in is answered."""
+    index = copy_index(corpus_index[0], tmp_path / "index")
+    srv = start_server(index, tmp_path / "uploads", tmp_path, RAG_MAX_QUEUED="1")
+    answered, busy, other = [], [], []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def user(i: int) -> None:
+        c = client(srv.url)
+        try:
+            start.wait()
+            question, words, _ = QUESTIONS[i % len(QUESTIONS)]
+            result = c.predict(question, 8, "hybrid", api_name="/ask")
+            with lock:
+                answered.append(words in result["answer"].lower())
+        except Exception as e:  # sorted below: a busy refusal, or anything else (a failure)
+            with lock:
+                (busy if "queue is full" in str(e).lower() else other).append(f"{type(e).__name__}: {e}")
+        finally:
+            c.close()
+
+    try:
+        threads = [threading.Thread(target=user, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        srv.stop()
+    assert not other, other
+    assert busy and answered and all(answered), (len(busy), answered)
+    assert len(busy) + len(answered) == 16
