@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,21 @@ def safe_upload_name(name: str) -> str:
     return f"{stem[:MAX_NAME_CHARS]}{suffix.lower()}"
 
 
+def _copy_atomically(src: Path, dest: Path) -> None:
+    """Copy into a hidden temporary file beside `dest`, then rename it into place: a process killed
+    mid-copy leaves no partial file under the upload's name (a hidden `.part` file is never indexed)."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def copy_uploads(files: Iterable[str | Path], upload_dir: Path, taken: set[str], limits: Limits = DEFAULT_LIMITS
                  ) -> tuple[list[str], dict[str, str]]:
     """Copy the readable files into `upload_dir`; returns (names added, {name: reason} skipped).
@@ -68,7 +84,7 @@ def copy_uploads(files: Iterable[str | Path], upload_dir: Path, taken: set[str],
         if name in taken and not (upload_dir / name).exists():
             name = f"upload-{name}"
         try:
-            shutil.copyfile(src, upload_dir / name)
+            _copy_atomically(src, upload_dir / name)
         except OSError as e:
             skipped[src.name] = f"cannot copy: {e.strerror or e}"
             continue

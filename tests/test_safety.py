@@ -364,3 +364,25 @@ def test_the_sentence_splitter_does_not_break_after_titles_and_abbreviations():
     text = "Dr. Smith met Mr. Jones at 5 p.m. on Monday. They spoke."
     assert [text[s:e] for s, e, _ in sentence_spans(text)] == [
         "Dr. Smith met Mr. Jones at 5 p.m. on Monday.", "They spoke."]
+
+
+def test_an_upload_killed_mid_copy_leaves_no_partial_file_to_index(tmp_path, monkeypatch):
+    from rag import uploads
+
+    src = tmp_path / "notes.txt"
+    src.write_text("The harbour opened in 1987 and handles forty ships a day.\n" * 200, encoding="utf-8")
+    upload_dir = tmp_path / "uploads"
+
+    def dies_half_way(inp, out, *args, **kwargs):
+        out.write(inp.read(100))
+        raise KeyboardInterrupt  # what a kill looks like from inside: the copy never finishes
+
+    monkeypatch.setattr(uploads.shutil, "copyfileobj", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        uploads.copy_uploads([src], upload_dir, set())
+    assert list(upload_dir.iterdir()) == []  # nothing under the upload's name, no temporary left
+    monkeypatch.undo()
+    added, skipped = uploads.copy_uploads([src], upload_dir, set())
+    assert added == ["notes.txt"] and not skipped
+    assert (upload_dir / "notes.txt").read_bytes() == src.read_bytes()
+    assert [p.name for p in upload_dir.iterdir()] == ["notes.txt"]
