@@ -296,25 +296,23 @@ def main() -> int:
               f"indexed: {h['good_indexed']}; one reason per bad file: {h['one_reason_per_bad_file']}")
         for source, reason in sorted(h["skipped"].items()):
             print(f"  {source}: {reason}")
+    out: list[str] = []
     if "crash" in report:
         c = report["crash"]
-        print(f"crash trials: {c['survived']}/{c['trials']} survived (identical answers, no leftover generation); "
-              f"{c['committed_before_kill']} builds finished before their kill; "
-              f"a full build took {c['build_seconds']} s")
-        for r in c["results"]:
-            if not (r["answers_identical"] and not r["leftovers"]):
-                print(f"  trial {r['trial']}: {r}")
+        out.append(f"crash trials: {c['survived']}/{c['trials']} survived (identical answers, no leftover "
+                   f"generation); {c['committed_before_kill']} builds finished before their kill; a full build "
+                   f"took {c['build_seconds']} s")
+        out += [f"  trial {r['trial']}: {r}" for r in c["results"]
+                if not (r["answers_identical"] and not r["leftovers"])]
     if "corruption" in report:
         k = report["corruption"]
-        print(f"corruption: {k['cases']} cases: {k['clear_errors']} clear one-line errors, "
-              f"{k['tracebacks']} tracebacks, "
-              f"{k['silent_results']} silent results")
-        for d in k["detail"]:
-            if d["outcome"] != "clear error":
-                print(f"  {d}")
-        for r in k["cli"]:
-            print(f"  rag ask with {r['damage']} {r['file']}: rc {r['rc']}, {r['stderr_lines']} stderr line(s), "
-                  f"traceback {r['traceback']}, stdout {r['stdout']!r}")
+        out.append(f"corruption: {k['cases']} cases: {k['clear_errors']} clear one-line errors, {k['tracebacks']} "
+                   f"tracebacks, {k['silent_results']} silent results")
+        out += [f"  {d}" for d in k["detail"] if d["outcome"] != "clear error"]
+        out += [f"  rag ask with {r['damage']} {r['file']}: rc {r['rc']}, {r['stderr_lines']} stderr line(s), "
+                f"traceback {r['traceback']}, stdout {r['stdout']!r}" for r in k["cli"]]
+    if out:
+        print("\n".join(out))
     if "load" in report:
         ld = report["load"]
         print(f"load: {ld['users']} users x {ld['seconds']:.0f} s: {ld['answers']} answers, {ld['errors']} errors, "
