@@ -19,7 +19,7 @@ from .embeddings import Embedder
 from .reader import Reader, get_reader
 from .retrieval import Hit, Retriever
 from .span_reader import SpanReader
-from .stopwords import QUESTION_TERMS, STOPWORDS
+from .stopwords import QUESTION_TERMS, STOPWORDS, content_words
 
 NOT_IN_CORPUS = "The corpus does not say."
 
@@ -125,14 +125,10 @@ class Candidate:
         of the unit ("Pellworth orchard" over "The Pellworth orchard grows ..."). The headings are always
         scored with the unit (they say what it is about)."""
         body = self.start if self.body_start is None else self.body_start
-        if body > self.start and _content_words(self.text[: body - self.start]) - \
-                _content_words(self.text[body - self.start:]):
+        if body > self.start and content_words(self.text[: body - self.start]) - \
+                content_words(self.text[body - self.start:]):
             body = self.start  # the heading says something the body does not ("5-Point Action Plan")
         return body, self.end, self.text[body - self.start:]
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS}
 
 
 _LIST_ITEM = re.compile(r"\s*(?:[-*•–·▪]\s|\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]\s|\(?[ivxlcIVXLC]{1,6}[.)]\s|"
@@ -552,7 +548,7 @@ class ExtractiveAnswerer:
             start, end, text = c.cited
             citations.append(Citation(n, c.hit.chunk.source, c.hit.chunk.title, c.hit.chunk.id, start, end,
                                       text, round(c.score, 4)))
-            parts.append(f"{_one_line(text)} [{n}]")
+            parts.append(f"{one_line(text)} [{n}]")
         return Answer(question, " ".join(parts), citations, False, passages, round(support, 4), query,
                       short_answer=self.short_answer(query, chosen), span_margin=margin,
                       typed_margin=typed)
@@ -564,7 +560,7 @@ def _probe(text: str) -> str:
     return text if len(text) <= PROBE_CHARS else text[:PROBE_CHARS]
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
 

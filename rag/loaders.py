@@ -101,7 +101,7 @@ def _first_line_title(text: str, fallback: str) -> str:
     return fallback
 
 
-def _load_txt(data: bytes, stem: str) -> tuple[str, str, dict]:
+def _load_txt(data: bytes, stem: str, limits: Limits) -> tuple[str, str, dict]:
     text = _require_text(_decode(data))
     return text, _first_line_title(text, stem), {}
 
@@ -109,7 +109,7 @@ def _load_txt(data: bytes, stem: str) -> tuple[str, str, dict]:
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*\n", re.S)
 
 
-def _load_md(data: bytes, stem: str) -> tuple[str, str, dict]:
+def _load_md(data: bytes, stem: str, limits: Limits) -> tuple[str, str, dict]:
     text = _decode(data).replace("\r\n", "\n")
     meta: dict = {}
     m = _FRONT_MATTER.match(text)
@@ -128,7 +128,7 @@ def _load_md(data: bytes, stem: str) -> tuple[str, str, dict]:
     return text, title, meta
 
 
-def _load_html(data: bytes, stem: str) -> tuple[str, str, dict]:
+def _load_html(data: bytes, stem: str, limits: Limits) -> tuple[str, str, dict]:
     import trafilatura
 
     html = _decode(data)
@@ -154,7 +154,7 @@ def _load_html(data: bytes, stem: str) -> tuple[str, str, dict]:
 MAX_PAGES = 2000  # Settings.max_pages' default
 
 
-def _load_pdf(data: bytes, stem: str, max_pages: int = MAX_PAGES) -> tuple[str, str, dict]:
+def _load_pdf(data: bytes, stem: str, limits: Limits) -> tuple[str, str, dict]:
     from pypdf import PdfReader
 
     pypdf_log = logging.getLogger("pypdf")
@@ -164,8 +164,9 @@ def _load_pdf(data: bytes, stem: str, max_pages: int = MAX_PAGES) -> tuple[str, 
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise LoaderError("encrypted PDF; decrypt it first")
-        if len(reader.pages) > max_pages:
-            raise LoaderError(f"PDF has {len(reader.pages)} pages, over the {max_pages} page limit (max_pages)")
+        if len(reader.pages) > limits.max_pages:
+            raise LoaderError(f"PDF has {len(reader.pages)} pages, over the {limits.max_pages} page limit "
+                              "(max_pages)")
         pages = [_squeeze(page.extract_text() or "").strip() for page in reader.pages]
         info = reader.metadata
     except LoaderError:
@@ -205,10 +206,10 @@ def _check_unzipped_size(data: bytes, limit: int) -> None:
                           "(max_unzipped_mb)")
 
 
-def _load_docx(data: bytes, stem: str, max_unzipped: int = MAX_UNZIPPED_BYTES) -> tuple[str, str, dict]:
+def _load_docx(data: bytes, stem: str, limits: Limits) -> tuple[str, str, dict]:
     import docx
 
-    _check_unzipped_size(data, max_unzipped)
+    _check_unzipped_size(data, limits.max_unzipped_bytes)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as e:  # python-docx raises a variety of zip/xml errors
@@ -277,12 +278,7 @@ def load_file(path: str | Path, source: str | None = None, limits: Limits = DEFA
         raise LoaderError(f"cannot read file: {e.strerror}") from None
     if not data.strip():
         raise LoaderError("empty file")
-    if loader is _load_docx:
-        text, title, meta = _load_docx(data, path.stem, limits.max_unzipped_bytes)
-    elif loader is _load_pdf:
-        text, title, meta = _load_pdf(data, path.stem, limits.max_pages)
-    else:
-        text, title, meta = loader(data, path.stem)
+    text, title, meta = loader(data, path.stem, limits)
     meta = {"file_name": path.name, **meta}
     return Document(text=text, source=source or path.name, title=title.strip() or path.stem, metadata=meta)
 

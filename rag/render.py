@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .answering import NOT_IN_CORPUS, Answer, Citation, Passage
+from .answering import NOT_IN_CORPUS, Answer, Citation, Passage, one_line
 
 CONTEXT_CHARS = 300  # document text shown either side of a cited span when no passage holds it
 WORD_SLACK_CHARS = 40  # ... widened by up to this to end on whole words (longer than most words; not tuned)
@@ -45,10 +45,6 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _clip(text: str, limit: int = QUOTE_CHARS) -> str:
     if len(text) <= limit:
         return text
@@ -77,7 +73,7 @@ def render_answer_markdown(answer: Answer) -> str:
         parts.append(cite_badge(n, f"{c.title} ({c.source})" if c else ""))
         if c is not None and _words(c.quote) != _words(sentence):
             # a sentence in the model's words (an LLM answer): the quote that verified it goes beside it
-            parts.append(f' <small class="verified-quote">“{escape_markdown(_clip(_one_line(c.quote)))}”</small>')
+            parts.append(f' <small class="verified-quote">“{escape_markdown(_clip(one_line(c.quote)))}”</small>')
         pos = m.end()
     parts.append(escape_markdown(answer.text[pos:]))
     body = "".join(parts)

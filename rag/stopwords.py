@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # function words and question words: they say nothing about which sentence holds an answer or supports a
 # claim, and a line ending on one is a hard-wrapped piece of a sentence, not a heading. Hand-written
 # (the union of the four lists this replaces, plus sentence-opening connectives, which the LLM claim check
@@ -19,3 +21,11 @@ QUESTION_TERMS = frozenset("""
 which what who whom whose when where why how mani much did doe do is are was were name list tell accord
 articl mention say said describ kind type s
 """.split())
+
+
+_WORD = re.compile(r"[^\W_]+", re.U)
+
+
+def content_words(text: str) -> set[str]:
+    """The lower-cased words of `text` that are not STOPWORDS."""
+    return {w.lower() for w in _WORD.findall(text) if w.lower() not in STOPWORDS}
