@@ -4,11 +4,18 @@
 
 Documents are indexed as title + text with the product's own chunking; a document's score is the
 best score of its chunks. The index is cached under .cache/bench/ (re-runs embed nothing).
+
+    python benchmarks/beir.py ../shared/benchmarks/scifact --store milvus
+
+runs the same on the Milvus backend (Milvus Lite): the cached index's documents, chunks and vectors are
+written into a fresh Milvus Lite database through the store's own write path (nothing is re-embedded, so
+any difference is the store's), and retrieval then goes through rag.milvus_store.MilvusStore.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,11 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from beir_data import SCIFACT, cache_dir, doc_of, materialise, read_beir
 from bench_common import markdown_table, metric_rows
 
+from rag.backends import open_store, write_generation
 from rag.config import Settings, model_path
 from rag.embeddings import get_embedder
 from rag.indexer import build_index
 from rag.retrieval import Retriever
-from rag.store import IndexStore
+from rag.store import STORES, IndexStore
+
+
+def copy_to_milvus(store: IndexStore, target: Path):
+    """The same documents, chunks and vectors written as a Milvus Lite index in `target` (rebuilt each run)."""
+    shutil.rmtree(target, ignore_errors=True)
+    manifest = {k: v for k, v in store.manifest.items() if k not in ("data", "files", "generation")}
+    manifest["store"] = {"kind": "milvus", "uri": "milvus.db", "prefix": "rag"}
+    t0 = time.perf_counter()
+    write_generation(target, manifest, store.all_documents(), store.all_chunks(), store.vectors_of())
+    print(f"milvus: wrote {store.size} chunks in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return open_store(target)
 
 
 def doc_run(retriever: Retriever, queries: dict, configs: dict, depth: int = 100) -> dict:
@@ -47,6 +66,8 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--sweep", action="store_true", help="also print convex weights and RRF k variants")
     ap.add_argument("--chunk-tokens", type=int, default=None)
+    ap.add_argument("--store", choices=STORES, default="faiss",
+                    help="milvus: copy the cached index into Milvus Lite and retrieve from there")
     ap.add_argument("--no-chunk-context", action="store_true",
                     help="index chunks without their title/heading prefix (rag/context.py; own cached index)")
     args = ap.parse_args()
@@ -60,6 +81,8 @@ def main() -> None:
     print(f"index: {summary.documents} docs, {summary.chunks} chunks, embedded {summary.embedded} "
           f"in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     store = IndexStore.open(cache_dir(name))
+    if args.store == "milvus":
+        store = copy_to_milvus(store, cache_dir(name + "-milvus"))
     retriever = Retriever(store, get_embedder(model_path(settings)), settings)
     configs = {"bm25": {"mode": "bm25"}, "dense": {"mode": "dense"},
                "hybrid (default)": {"mode": "hybrid"},

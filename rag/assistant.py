@@ -18,12 +18,13 @@ from .answering import (
     split_question,
     stream_text,
 )
+from .backends import open_store
 from .config import ANSWERERS, Settings, model_path
 from .embeddings import get_embedder, model_info
 from .indexer import BuildSummary, build_index
 from .llm import ChatBackend, llm_answer, stream_llm_answer
 from .retrieval import Reranker, Retriever
-from .store import IndexStore, IndexStoreError
+from .store import IndexStoreError, Store
 from .uploads import UploadReport, add_files
 
 MAX_QUESTION_CHARS = 2000
@@ -49,7 +50,7 @@ def check_question(question: Any) -> str:
 class Assistant:
     """Answers questions over one index. Models and index load once; `answer` is thread-safe."""
 
-    def __init__(self, store: IndexStore, settings: Settings, reranker: Reranker | None = None, llm=None):
+    def __init__(self, store: Store, settings: Settings, reranker: Reranker | None = None, llm=None):
         self.settings = settings
         self.embedder = get_embedder(model_path(settings), settings.batch_size)
         self.reranker = reranker
@@ -69,7 +70,7 @@ class Assistant:
         """
         settings = (settings or Settings.load()).replace(index_dir=Path(index_dir) if index_dir else None)
         embedder = get_embedder(model_path(settings), settings.batch_size)
-        store = IndexStore.open(settings.index_dir, model_info(embedder))
+        store = open_store(settings.index_dir, model_info(embedder))
         return cls(store, settings, reranker, llm if llm is not None else configured_llm(settings))
 
     @classmethod
@@ -81,7 +82,7 @@ class Assistant:
                               progress=progress)
         return cls.load(settings.index_dir, settings, **load_kw), summary
 
-    def _install(self, store: IndexStore) -> None:
+    def _install(self, store: Store) -> None:
         retriever = Retriever(store, self.embedder, self.settings, self.reranker)
         extractive = ExtractiveAnswerer(self.embedder, retriever, self.settings)
         with self._lock:
@@ -89,7 +90,7 @@ class Assistant:
 
     def reload(self) -> None:
         """Pick up a rebuilt index (e.g. after uploads); answers in flight finish on the old one."""
-        self._install(IndexStore.open(self.settings.index_dir, model_info(self.embedder)))
+        self._install(open_store(self.settings.index_dir, model_info(self.embedder)))
 
     def update(self, paths: list[str | Path], prune: bool = False, progress: bool = False) -> BuildSummary:
         """Index `paths` into this assistant's index (keeping other documents unless `prune`), then reload."""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import ANSWERERS, DEFAULT_HOST, DEFAULT_PORT, LOCAL_HOSTS, MODES, Settings, check_top_k
+from .store import STORES
 
 
 class CliError(Exception):
@@ -18,7 +19,9 @@ class CliError(Exception):
 def _settings(args) -> Settings:
     """Settings.load() with the flags the command was given (a flag left out keeps the setting)."""
     settings = Settings.load().replace(index_dir=getattr(args, "index_dir", None),
-                                       llm_gguf=getattr(args, "llm_gguf", None))
+                                       llm_gguf=getattr(args, "llm_gguf", None), store=getattr(args, "store", None),
+                                       milvus_uri=getattr(args, "milvus_uri", None), ann=getattr(args, "ann", None),
+                                       ann_compression=getattr(args, "ann_compression", None))
     if getattr(args, "top_k", None) is not None:
         settings = settings.replace(top_k=check_top_k(args.top_k))
     return settings.replace(mode=getattr(args, "mode", None))
@@ -29,11 +32,11 @@ def cmd_index(args) -> int:
 
     settings = _settings(args)
     if args.check:
-        from .store import IndexStore
+        from .backends import check_store
 
         if args.paths:
             raise CliError("--check verifies an index and takes no paths; use --index-dir DIR")
-        found = IndexStore.check(settings.index_dir)
+        found = check_store(settings.index_dir)
         print(json.dumps(found) if args.json else
               f"index {found['index_dir']} is sound: {found['documents']} documents, {found['chunks']} chunks "
               f"({found['generation']})")
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index other folders than the index was built from, removing its other documents")
     p.add_argument("--check", action="store_true",
                    help="verify the index (checksums, vectors, SQLite, chunk offsets) instead of building")
+    _store_flags(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--progress", action="store_true", help="show progress bars even when not on a terminal")
     p.set_defaults(func=cmd_index)
@@ -187,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES)
     p.add_argument("--json", action="store_true", help="print the overall metrics as one JSON object")
     p.add_argument("--report", type=Path, help="write report.md, results.json and plot.png here")
+    _store_flags(p)
     p.add_argument("--min", action="append", metavar="METRIC=VALUE", help="fail when a metric is below VALUE")
     p.add_argument("--max", action="append", metavar="METRIC=VALUE", help="fail when a metric is above VALUE")
     p.set_defaults(func=cmd_eval)
@@ -205,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require this login (or set RAG_AUTH); needed to bind an address other than this machine's")
     p.set_defaults(func=cmd_serve)
     return parser
+
+
+def _store_flags(p) -> None:
+    p.add_argument("--store", choices=STORES,
+                   help="where a new index is kept: faiss (default) or milvus (Milvus Lite in --index-dir)")
+    p.add_argument("--milvus-uri", metavar="URI",
+                   help="keep the index on this Milvus server or cluster, e.g. http://localhost:19530 "
+                        "(token: RAG_MILVUS_TOKEN)")
+    p.add_argument("--ann", choices=("auto", "flat", "hnsw", "ivf"),
+                   help="vector index: auto (exact below Settings.ann_threshold chunks, else HNSW), flat, hnsw, ivf")
+    p.add_argument("--ann-compression", choices=("none", "sq8", "pq"),
+                   help="compress ANN vectors: sq8 (hnsw or ivf) or pq (ivf); costs some recall")
 
 
 def cmd_serve(args) -> int:

@@ -86,6 +86,15 @@ class Settings:
     # requests the web app lets wait beyond those being answered; more are refused at once with Gradio's "queue
     # is full" instead of timing out: 2 cores answer ~2 questions/s, so 64 waiting is ~30 s of work (not tuned)
     max_queued: int = 64
+    # where a new index is stored: "faiss" (FAISS + SQLite + bm25s in the index folder) or "milvus" (Milvus
+    # Lite in the index folder, or the server at milvus_uri); None: as the existing index is, else faiss
+    store: str | None = None
+    # the vector index (rag/ann.py): "auto" is exact flat search below ann_threshold chunks and HNSW from it on;
+    # or "flat", "hnsw", "ivf" always; ann_compression "sq8" or "pq" (ivf only) trades recall for memory
+    ann: str = "auto"
+    ann_compression: str = "none"
+    ann_threshold: int | None = None  # None: rag.ann.ANN_THRESHOLD (measured with benchmarks/scale.py)
+    milvus_uri: str | None = None  # e.g. http://localhost:19530: a Milvus server or cluster instead of Milvus Lite
     follow_symlinks: bool = False  # index links that point outside the indexed folder (off: they are skipped)
     llm_url: str | None = None  # an OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1
     llm_model: str = "llama3.1"

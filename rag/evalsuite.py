@@ -127,7 +127,7 @@ def evaluate_assistant(assistant, items: list[QAItem], top_k: int = 10, mode: st
             def relevant(src: str, s: int, e: int) -> bool:
                 return src == source and spans_overlap(s, e, ev_start, ev_end)  # noqa: B023
 
-            qrels = {c.id: 1 for c in store.chunks if relevant(c.source, c.start, c.end)}
+            qrels = {c.id: 1 for c in store.all_chunks() if relevant(c.source, c.start, c.end)}
             ranking = [p.chunk_id for p in ans.passages]
             row["ranks"] = [p.rank for p in ans.passages if relevant(p.source, p.start, p.end)]
             metrics = RETRIEVAL_METRICS + [f"recall@{top_k}"]

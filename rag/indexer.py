@@ -11,11 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from . import context
+from .backends import open_store, write_generation
 from .chunking import ChunkLimitError, chunk_text, wordpiece_counter
 from .config import Settings, model_path
 from .embeddings import Embedder, get_embedder, model_info
 from .loaders import Document, Limits, LoaderError, load_paths
-from .store import ChunkRecord, DocumentRecord, IndexStore, IndexStoreError, check_model, write_lock
+from .store import (
+    STORES,
+    ChunkRecord,
+    DocumentRecord,
+    IndexStore,
+    IndexStoreError,
+    Store,
+    check_model,
+    store_kind,
+    write_lock,
+)
 
 
 @dataclass
@@ -58,15 +69,15 @@ class BuildPlan:
     removed: int = 0
 
 
-def plan_build(documents: list[Document], old: IndexStore | None, reuse: bool, prune: bool) -> BuildPlan:
+def plan_build(documents: list[Document], old: Store | None, reuse: bool, prune: bool) -> BuildPlan:
     """Keep unchanged documents (with their chunks and vectors) when `reuse`; the rest are fresh. Without
     `prune`, indexed documents missing from `documents` are kept too."""
     plan = BuildPlan()
     old_docs = old.documents() if old else {}
     if old is not None:
-        old_vectors = old.vectors.vectors()
+        old_vectors = old.vectors_of()
         by_doc: dict[str, list[ChunkRecord]] = {}
-        for c in old.chunks:
+        for c in old.all_chunks():
             by_doc.setdefault(c.doc_id, []).append(c)
         records = {d.source: d for d in old.all_documents()}
 
@@ -129,16 +140,54 @@ def _same_roots(manifest: dict, paths: list[Path]) -> bool:
         str(p.resolve()) for p in paths)
 
 
-def write_index(index_dir: Path, old: IndexStore | None, plan: BuildPlan, model: dict, chunking: dict,
-                paths: list[Path], settings: Settings) -> None:
+def store_entry(index_dir: Path, settings: Settings, existing: dict | None) -> dict:
+    """The manifest's "store" record: the existing index's, unless settings ask for another store (which
+    needs a rebuild, `existing` None), else a new one as settings say (FAISS by default)."""
+    kind = settings.store
+    if kind is not None and kind not in STORES:
+        raise ValueError(f"unknown store {kind!r}; use one of {', '.join(STORES)}")
+    if existing is not None:
+        have = store_kind(existing)
+        if kind is not None and kind != have:
+            raise IndexStoreError(f"{index_dir} is stored on {have}; to move it to {kind}, add --rebuild")
+        if settings.milvus_uri and (existing.get("store") or {}).get("uri") != settings.milvus_uri:
+            raise IndexStoreError(f"{index_dir} is stored at {(existing.get('store') or {}).get('uri')}; to move it "
+                                  f"to {settings.milvus_uri}, add --rebuild")
+        return existing.get("store") or {"kind": "faiss"}
+    if settings.milvus_uri and kind in (None, "milvus"):
+        kind = "milvus"
+    if kind == "milvus":
+        from .milvus_store import store_entry as milvus_entry
+
+        return milvus_entry(index_dir, settings.milvus_uri)
+    return {"kind": "faiss"}
+
+
+def vector_index(n: int, dimension: int, settings: Settings) -> dict:
+    """The vector index a build of n chunks gets (rag/ann.py): settings.ann, with "auto" exact below the
+    threshold (compression then does not apply) and an empty index always flat."""
+    from . import ann
+
+    threshold = settings.ann_threshold if settings.ann_threshold is not None else ann.ANN_THRESHOLD
+    kind, compression = settings.ann, settings.ann_compression
+    ann.plan(max(n, 1), dimension, kind, compression, threshold=0)  # a bad kind or combination: ValueError now
+    if n == 0 or (kind == "auto" and n < threshold):
+        return {"kind": "flat"}
+    return ann.plan(n, dimension, kind, compression, threshold)
+
+
+def write_index(index_dir: Path, old: Store | None, plan: BuildPlan, model: dict, chunking: dict,
+                paths: list[Path], settings: Settings, store: dict | None = None) -> None:
     """Write the planned documents, chunks and vectors as the index's new generation."""
     vectors = np.concatenate(plan.vectors) if plan.vectors else np.zeros((0, model["dimension"]), np.float32)
     manifest = dict(old.manifest) if old is not None else {}
     manifest.update(model=model, chunking=chunking, roots=[str(p.resolve()) for p in paths])
+    manifest["store"] = store or manifest.get("store") or {"kind": "faiss"}
+    manifest["vector_index"] = vector_index(len(plan.chunks), model["dimension"], settings)
     per_doc = Counter(c.doc_id for c in plan.chunks)  # one pass: a count per document was quadratic
     manifest["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
                                         "chunks": per_doc[d.doc_id]} for d in plan.docs}
-    IndexStore.write(index_dir, manifest, plan.docs, plan.chunks, vectors, model_dir=model_path(settings))
+    write_generation(index_dir, manifest, plan.docs, plan.chunks, vectors, model_dir=model_path(settings))
 
 
 def build_index(
@@ -181,10 +230,11 @@ def build_index(
         window -= context.PREFIX_WORDPIECES  # room for the prefix: chunk + prefix fit the window
     with write_lock(index_dir, notify):
         old = None
-        if IndexStore.exists(index_dir) and not rebuild:
-            manifest = IndexStore.read_manifest(index_dir)
-            check_model(manifest, model)
-            old = IndexStore.open(index_dir)
+        existing = IndexStore.read_manifest(index_dir) if IndexStore.exists(index_dir) and not rebuild else None
+        store = store_entry(index_dir, settings, existing)
+        if existing is not None:
+            check_model(existing, model)
+            old = open_store(index_dir)
         reuse = old is not None and old.manifest.get("chunking") == chunking
         plan = plan_build(report.documents, old, reuse, prune)
         if old is not None and plan.removed and not replace and not _same_roots(old.manifest, paths):
@@ -206,12 +256,14 @@ def build_index(
         embed_seconds = time.perf_counter() - embed_started
         if old is not None:
             old.close()  # what the plan keeps is in memory: let the write delete the old generation
-        if plan.fresh or plan.removed or rebuild or old is None or not reuse:
+        wanted_index = vector_index(len(plan.chunks), model["dimension"], settings)
+        moved = old is not None and old.manifest.get("vector_index", {"kind": "flat"}) != wanted_index
+        if plan.fresh or plan.removed or rebuild or old is None or not reuse or moved:
             # the folders it follows: these, or (when adding uploads, not pruning) these and the earlier ones
             roots = [p.resolve() for p in paths]
             if not prune and old is not None:
                 roots = sorted({*map(str, roots), *(old.manifest.get("roots") or [])})
-            write_index(index_dir, old, plan, model, chunking, [Path(r) for r in roots], settings)
+            write_index(index_dir, old, plan, model, chunking, [Path(r) for r in roots], settings, store)
     summary.new, summary.updated, summary.unchanged, summary.removed = (plan.new, plan.updated, plan.unchanged,
                                                                          plan.removed)
     summary.embedded = len(new_chunks)

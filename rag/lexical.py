@@ -33,6 +33,11 @@ def _tokenize(texts: list[str], stemmer):
     return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
 
 
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """The BM25 terms of each text (stemmed, stopword-free), as every backend indexes and queries them."""
+    return _tokenize(list(texts), _stemmer()) if texts else []
+
+
 class LexicalIndex:
     """A BM25 index whose document ids are the chunk rows of the store."""
 

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,15 +64,27 @@ class ChunkRecord:
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-class FaissVectorStore:
-    """Exact inner-product search over unit vectors (cosine), rows numbered 0..n-1."""
+EXACT_FILTER_ROWS = 20_000  # a filter allowing at most this many rows is searched exactly, even on an ANN
+# index: HNSW/IVF with a selector may miss allowed rows off their usual path, and 20k dot products cost ~2 ms
 
-    def __init__(self, dimension: int, index=None):
+
+class FaissVectorStore:
+    """Inner-product search over unit vectors (cosine), rows numbered 0..n-1: exact (flat) by default, or an
+    ANN index (rag/ann.py: HNSW or IVF, optionally SQ8/PQ-compressed) as the manifest's "vector_index"
+    records. An ANN index keeps the original vectors beside it (vectors.npy, memory-mapped) for exact
+    scores of pooled rows, exact filtered search and rebuilds."""
+
+    def __init__(self, dimension: int, index=None, spec: dict | None = None, matrix: np.ndarray | None = None):
         import faiss
 
         self.dimension = dimension
+        self.spec = spec or {"kind": "flat"}
         self.index = index if index is not None else faiss.IndexFlatIP(dimension)
-        self._matrix: np.ndarray | None = None  # the rows, reconstructed once (open's check, the retriever, builds)
+        self._matrix: np.ndarray | None = matrix  # the rows: reconstructed once (flat) or vectors.npy (ANN)
+
+    @property
+    def exact(self) -> bool:
+        return self.spec.get("kind", "flat") == "flat"
 
     @property
     def size(self) -> int:
@@ -92,24 +108,51 @@ class FaissVectorStore:
         """(scores, rows) arrays of shape [n_queries, k]; rows are -1 where fewer hits exist."""
         import faiss
 
+        from . import ann
+
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.size))
         if self.size == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
-            return self.index.search(queries, k, params=params)
-        return self.index.search(queries, k)
+        if not self.exact and allowed is not None and len(allowed) <= EXACT_FILTER_ROWS:
+            return _exact_among(self.vectors(), queries, k, np.asarray(allowed, dtype=np.int64))
+        selector = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        if self.exact:
+            if selector is None:
+                return self.index.search(queries, k)
+            return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        return self.index.search(queries, k, params=ann.search_parameters(self.index, self.spec, selector))
 
-    def save(self, path: Path) -> None:
+    def save(self, folder: Path) -> None:
+        """vectors.faiss (and, for an ANN index, vectors.npy with the original rows)."""
         import faiss
 
-        faiss.write_index(self.index, str(path))
+        faiss.write_index(self.index, str(folder / "vectors.faiss"))
+        if not self.exact:
+            np.save(folder / "vectors.npy", np.ascontiguousarray(self.vectors(), dtype=np.float32),
+                    allow_pickle=False)
 
     @classmethod
-    def load(cls, path: Path, dimension: int) -> FaissVectorStore:
+    def build(cls, vectors: np.ndarray, dimension: int, spec: dict | None) -> FaissVectorStore:
+        from . import ann
+
+        spec = spec or {"kind": "flat"}
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(vectors), dimension)
+        if spec.get("kind", "flat") == "flat":
+            store = cls(dimension)
+            store.add(vectors)
+            return store
+        vectors.setflags(write=False)
+        return cls(dimension, ann.build(vectors, spec), spec, vectors)
+
+    @classmethod
+    def load(cls, folder: Path, dimension: int, spec: dict | None = None) -> FaissVectorStore:
         import faiss
 
+        from . import ann
+
+        spec = spec or {"kind": "flat"}
+        path = folder / "vectors.faiss"
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
@@ -118,7 +161,33 @@ class FaissVectorStore:
         if index.d != dimension:
             raise IndexStoreError(f"the vectors have dimension {index.d}, the manifest says {dimension}; "
                                   f"{REBUILD_HINT}")
-        return cls(dimension, index)
+        if spec.get("kind", "flat") == "flat":
+            return cls(dimension, index)
+        try:
+            ann.configure(index, spec)
+            matrix = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise IndexStoreError(f"the ANN index of this generation is unusable ({str(e).splitlines()[0][:80]}); "
+                                  f"{REBUILD_HINT}") from None
+        if matrix.shape != (index.ntotal, dimension) or matrix.dtype != np.float32:
+            raise IndexStoreError(f"vectors.npy holds {matrix.shape} {matrix.dtype}, not the index's "
+                                  f"{index.ntotal} rows of {dimension}; {REBUILD_HINT}")
+        return cls(dimension, index, spec, matrix)
+
+
+def _exact_among(matrix: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray):
+    """Exact top-k inner products among the given rows, shaped like faiss' (scores, rows), -1 padded."""
+    scores = queries @ matrix[rows].T if len(rows) else np.zeros((len(queries), 0), np.float32)
+    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    out_r = np.full((len(queries), k), -1, np.int64)
+    for i, row_scores in enumerate(scores):
+        n = min(k, len(rows))
+        if n == 0:
+            continue
+        top = np.argpartition(-row_scores, n - 1)[:n]
+        top = top[np.lexsort((rows[top], -row_scores[top]))]
+        out_s[i, :n], out_r[i, :n] = row_scores[top], rows[top]
+    return out_s, out_r
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -163,6 +232,70 @@ class DocumentRecord:
     text: str
 
 
+STORES = ("faiss", "milvus")  # the backends an index can be built on (manifest["store"]["kind"])
+
+
+class Store(Protocol):
+    """What retrieval, answering, the eval suite, the CLI and the app use of an opened index. Two backends
+    implement it: IndexStore (FAISS + SQLite + bm25s in the index folder, the default) and
+    rag.milvus_store.MilvusStore (Milvus Lite in the folder, or a Milvus server). Rows are the chunks'
+    numbers 0..n-1 in the generation; `filters` are {key: value or list} as Retriever.search takes them."""
+
+    index_dir: Path
+    manifest: dict
+    stamp: tuple | None
+
+    @property
+    def size(self) -> int: ...  # chunks in the index
+    def dense_search(self, query_vector: np.ndarray, k: int, filters: dict | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]: ...  # (rows, cosine scores), best first
+    def lexical_search(self, query: str, k: int, filters: dict | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]: ...  # (rows, BM25 scores > 0), best first
+    def dense_scores(self, rows: np.ndarray, query_vector: np.ndarray) -> np.ndarray: ...
+    def lexical_scores(self, rows: np.ndarray, query: str) -> np.ndarray: ...  # 0 where no term matches
+    def any_match(self, filters: dict) -> bool: ...
+    def records(self, rows) -> list[ChunkRecord]: ...
+    def vectors_of(self, rows=None) -> np.ndarray: ...  # None: all rows
+    def all_chunks(self) -> list[ChunkRecord]: ...  # every chunk, in row order (eval, builds, checks)
+    def query_terms(self, text: str) -> list[str]: ...
+    def terms_of(self, texts: list[str]) -> list[set[str]]: ...
+    def idf(self, terms: list[str]) -> list[float]: ...
+    def documents(self) -> dict[str, dict]: ...
+    def document(self, source: str) -> DocumentRecord: ...
+    def all_documents(self) -> list[DocumentRecord]: ...
+    def text_spans(self, spans: list[tuple[str, int, int]]) -> list[str]: ...
+    def indexed_texts(self, chunks: list[ChunkRecord] | None = None, model_dir=None) -> list[str]: ...
+    def is_current(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def store_kind(manifest: dict) -> str:
+    """The backend an index was built on (indexes from before there was a choice are FAISS)."""
+    return (manifest.get("store") or {}).get("kind", "faiss")
+
+
+def glob_any(value: str, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(value, str(p)) for p in patterns)
+
+
+def matches(chunk: ChunkRecord, filters: dict[str, Any]) -> bool:
+    """Whether a chunk passes metadata filters: `source` and `title` are globs; other keys must equal the
+    document's metadata field as text (front matter, etc.); a list value means any of them."""
+    for key, want in filters.items():
+        wants = want if isinstance(want, (list, tuple, set)) else [want]
+        if key in ("source", "title"):
+            if not glob_any(chunk.source if key == "source" else chunk.title, wants):
+                return False
+        else:
+            have = chunk.metadata.get(key)
+            if have is None or not any(str(have) == str(w) for w in wants):
+                return False
+    return True
+
+
+LEXICAL_CACHE = 8  # BM25 score arrays kept per store: a question asks for one query's scores 2-3 times
+
+
 class IndexStore:
     """An opened index: chunk records in memory, vectors in FAISS, BM25, and the manifest."""
 
@@ -175,6 +308,91 @@ class IndexStore:
         self.lexical = lexical
         self._pin = None  # a shared lock on the open generation: writers do not delete it under a reader
         self.stamp: tuple | None = None  # the manifest this store was opened from (see is_current)
+        self._masks: dict[tuple, np.ndarray] = {}
+        self._lexical_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- the Store protocol --------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.chunks)
+
+    def allowed(self, filters: dict[str, Any] | None) -> np.ndarray | None:
+        """A boolean row mask for filters (None: every row), cached per filter."""
+        if not filters:
+            return None
+        key = tuple(sorted((k, str(v)) for k, v in filters.items()))
+        with self._lock:
+            if key in self._masks:
+                return self._masks[key]
+        mask = np.fromiter((matches(c, filters) for c in self.chunks), dtype=bool, count=len(self.chunks))
+        with self._lock:
+            self._masks[key] = mask
+        return mask
+
+    def any_match(self, filters: dict) -> bool:
+        mask = self.allowed(filters)
+        return mask is None or bool(mask.any())
+
+    def dense_search(self, query_vector, k, filters=None):
+        mask = self.allowed(filters)
+        sel = None if mask is None else np.flatnonzero(mask)
+        scores, rows = self.vectors.search(query_vector, k, sel)
+        keep = rows[0] >= 0
+        return rows[0][keep].astype(np.int64), scores[0][keep]
+
+    def _lexical_all(self, query: str) -> np.ndarray:
+        with self._lock:
+            if query in self._lexical_cache:
+                self._lexical_cache.move_to_end(query)
+                return self._lexical_cache[query]
+        scores = self.lexical.scores(query)
+        with self._lock:
+            self._lexical_cache[query] = scores
+            while len(self._lexical_cache) > LEXICAL_CACHE:
+                self._lexical_cache.popitem(last=False)
+        return scores
+
+    def lexical_search(self, query, k, filters=None):
+        scores = self._lexical_all(query)
+        mask = self.allowed(filters)
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        n = min(k, scores.size)
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        idx = np.argpartition(-scores, n - 1)[:n]
+        idx = idx[np.lexsort((idx, -scores[idx]))]
+        idx = idx[np.isfinite(scores[idx]) & (scores[idx] > 0)]
+        return idx.astype(np.int64), scores[idx]
+
+    def dense_scores(self, rows, query_vector):
+        # exact scores of the given rows only: a full-matrix product would wake BLAS threads that keep
+        # spinning and slow the sentence embeddings that follow
+        return self.vectors.vectors()[np.asarray(rows, dtype=np.int64)] @ query_vector
+
+    def lexical_scores(self, rows, query):
+        return self._lexical_all(query)[np.asarray(rows, dtype=np.int64)]
+
+    def records(self, rows) -> list[ChunkRecord]:
+        return [self.chunks[int(r)] for r in rows]
+
+    def vectors_of(self, rows=None) -> np.ndarray:
+        """The stored vectors of these rows (None: all rows, in order, without a copy)."""
+        matrix = self.vectors.vectors()
+        return matrix if rows is None else matrix[np.asarray(rows, dtype=np.int64)]
+
+    def all_chunks(self) -> list[ChunkRecord]:
+        return self.chunks
+
+    def query_terms(self, text: str) -> list[str]:
+        return self.lexical.query_tokens(text)
+
+    def terms_of(self, texts: list[str]) -> list[set[str]]:
+        return self.lexical.tokens_of(texts)
+
+    def idf(self, terms: list[str]) -> list[float]:
+        return self.lexical.idf(terms)
 
     def close(self) -> None:
         """Release this store's hold on its generation (a later build may then delete it)."""
@@ -210,11 +428,15 @@ class IndexStore:
 
     @classmethod
     def open(cls, index_dir: str | Path, model: dict | None = None) -> IndexStore:
-        """Open and verify an index; `model` (name, dimension, fingerprint) must match if given."""
+        """Open and verify a FAISS index; `model` (name, dimension, fingerprint) must match if given. Any
+        store: rag.backends.open_store."""
         index_dir = Path(index_dir)
         manifest = cls.read_manifest(index_dir)
         if model is not None:
             check_model(manifest, model)
+        if store_kind(manifest) != "faiss":
+            raise IndexStoreError(f"the index in {index_dir} is on {store_kind(manifest)}; open it with "
+                                  "rag.backends.open_store")
         data = index_dir / manifest["data"]
         for name, info in manifest["files"].items():
             path = data / name
@@ -225,7 +447,7 @@ class IndexStore:
             chunks = _read_chunks(data / "chunks.sqlite")
         except sqlite3.DatabaseError as e:
             raise IndexStoreError(f"the chunk table is unreadable ({e}); {REBUILD_HINT}") from None
-        vectors = FaissVectorStore.load(data / "vectors.faiss", manifest["model"]["dimension"])
+        vectors = FaissVectorStore.load(data, manifest["model"]["dimension"], manifest.get("vector_index"))
         if not (vectors.size == len(chunks) == manifest["counts"]["chunks"]):
             raise IndexStoreError(f"the index holds {vectors.size} vectors for {len(chunks)} chunks; "
                                   f"{REBUILD_HINT}")
@@ -303,22 +525,17 @@ class IndexStore:
         BM25 indexes each chunk's text with its title/heading prefix when the manifest's chunking
         records "context" (rag/context.py, capped with the tokenizer in `model_dir`, default: the
         shipped model), so chunks carried over from an old generation get the same prefix."""
+        if store_kind(manifest) != "faiss":
+            raise ValueError(f"IndexStore.write writes FAISS indexes, not {store_kind(manifest)}; use "
+                             "rag.backends.write_generation")
         index_dir = Path(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
-        previous = manifest.get("generation", 0)
-        generation = previous + 1
-        stamp = int(time.time())
-        name = f"gen-{generation:06d}-{os.getpid()}-{stamp}"
-        while (index_dir / name).exists():  # a rebuild restarts at generation 1: never reuse a live folder
-            stamp += 1
-            name = f"gen-{generation:06d}-{os.getpid()}-{stamp}"
+        generation, name = next_generation(manifest, lambda n: (index_dir / n).exists())
         tmp = index_dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _write_chunks(tmp / "chunks.sqlite", docs, chunks)
-        store = FaissVectorStore(manifest["model"]["dimension"])
-        store.add(vectors)
-        store.save(tmp / "vectors.faiss")
+        FaissVectorStore.build(vectors, manifest["model"]["dimension"], manifest.get("vector_index")).save(tmp)
         (tmp / "bm25").mkdir()
         texts = context.index_texts(chunks, {d.doc_id: (d.title, d.text) for d in docs},
                                     context.enabled_in(manifest), model_dir)
@@ -328,22 +545,8 @@ class IndexStore:
         _fsync_tree(tmp)
         final = index_dir / name
         os.replace(tmp, final)
-        manifest = {**manifest, "format": FORMAT_VERSION, "generation": generation, "data": name,
-                    "files": files, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        manifest.setdefault("created", manifest["updated"])
-        manifest["counts"] = {"documents": len(docs), "chunks": len(chunks)}
-        mtmp = index_dir / f".{MANIFEST}.{os.getpid()}.tmp"
-        with mtmp.open("w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1, ensure_ascii=False, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(mtmp, index_dir / MANIFEST)
-        fd = os.open(index_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _remove_stale(index_dir, keep=name)
+        manifest = commit_manifest(index_dir, manifest, generation, name, files, len(docs), len(chunks))
+        remove_stale(index_dir, keep=name)
         return manifest
 
     def indexed_texts(self, chunks: list[ChunkRecord] | None = None, model_dir: str | Path | None = None
@@ -360,6 +563,39 @@ class IndexStore:
         with _reading(self.index_dir / self.manifest["data"] / "chunks.sqlite") as con:
             rows = con.execute("SELECT doc_id, source, title, hash, metadata, text FROM docs").fetchall()
         return [DocumentRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+
+def next_generation(manifest: dict, taken) -> tuple[int, str]:
+    """The next generation number and a fresh name for its data (`taken(name)`: already in use)."""
+    generation = manifest.get("generation", 0) + 1
+    stamp = int(time.time())
+    name = f"gen-{generation:06d}-{os.getpid()}-{stamp}"
+    while taken(name):  # a rebuild restarts at generation 1: never reuse live data
+        stamp += 1
+        name = f"gen-{generation:06d}-{os.getpid()}-{stamp}"
+    return generation, name
+
+
+def commit_manifest(index_dir: Path, manifest: dict, generation: int, name: str, files: dict,
+                    n_docs: int, n_chunks: int) -> dict:
+    """Make generation `name` the index's data by replacing manifest.json atomically (fsynced)."""
+    manifest = {**manifest, "format": FORMAT_VERSION, "generation": generation, "data": name,
+                "files": files, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest.setdefault("created", manifest["updated"])
+    manifest.setdefault("store", {"kind": "faiss"})
+    manifest["counts"] = {"documents": n_docs, "chunks": n_chunks}
+    mtmp = index_dir / f".{MANIFEST}.{os.getpid()}.tmp"
+    with mtmp.open("w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(mtmp, index_dir / MANIFEST)
+    fd = os.open(index_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return manifest
 
 
 # what each manifest key must hold: a build writes all of them
@@ -443,12 +679,12 @@ def tidy(index_dir: Path, keep: str) -> None:
         except BlockingIOError:
             return
         try:
-            _remove_stale(index_dir, keep)
+            remove_stale(index_dir, keep)
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _remove_stale(index_dir: Path, keep: str) -> None:
+def remove_stale(index_dir: Path, keep: str) -> None:
     """Delete old generations and temp files, except a generation a reader still has open (the next build
     deletes it once the reader has moved on)."""
     for path in index_dir.iterdir():

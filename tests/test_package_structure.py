@@ -16,7 +16,7 @@ STAGES = [
     ("load", {"loaders"}),
     ("chunk", {"chunking", "context"}),
     ("embed", {"embeddings"}),
-    ("store", {"lexical", "store"}),
+    ("store", {"lexical", "ann", "store", "milvus_store", "backends"}),
     ("index", {"indexer", "uploads"}),
     ("retrieve", {"retrieval"}),
     ("answer", {"reader", "span_reader", "answering", "llm", "local_llm"}),
