@@ -64,6 +64,12 @@ class ChunkRecord:
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+class _IndexRows(np.ndarray):
+    """A read-only view of a FAISS flat index's rows that keeps the index (their memory) alive."""
+
+    owner = None
+
+
 EXACT_FILTER_ROWS = 20_000  # a filter allowing at most this many rows is searched exactly, even on an ANN
 # index: HNSW/IVF with a selector may miss allowed rows off their usual path, and 20k dot products cost ~2 ms
 
@@ -98,8 +104,16 @@ class FaissVectorStore:
     def vectors(self) -> np.ndarray:
         """All rows as a read-only [n, dim] float32 array (shared: reconstructed once per change)."""
         if self._matrix is None:
-            matrix = (self.index.reconstruct_n(0, self.size) if self.size
-                      else np.zeros((0, self.dimension), dtype=np.float32))
+            import faiss
+
+            if not self.size:
+                matrix = np.zeros((0, self.dimension), dtype=np.float32)
+            elif isinstance(self.index, faiss.IndexFlat):  # a view of the index's own rows: no second copy
+                matrix = faiss.rev_swig_ptr(self.index.get_xb(), self.size * self.dimension).reshape(
+                    self.size, self.dimension).view(_IndexRows)
+                matrix.owner = self.index  # the memory is the index's: it lives as long as any view of it
+            else:
+                matrix = self.index.reconstruct_n(0, self.size)
             matrix.setflags(write=False)
             self._matrix = matrix
         return self._matrix
