@@ -202,6 +202,12 @@ def test_ann_search_edge_cases(data, built):
     _, plain = ann.search(index, spec, q, 10)
     _, direct = index.search(q, 10, params=ann.search_parameters(index, spec))
     assert np.array_equal(plain, direct)
+    mask = np.zeros(N, bool)
+    mask[::3] = True  # a boolean mask and the same rows as numbers give the same answer
+    by_rows = ann.search(index, spec, q, 10, np.arange(0, N, 3))[1]
+    assert np.array_equal(ann.search(index, spec, q, 10, mask)[1], by_rows)
+    with pytest.raises(ValueError):
+        ann.search(index, spec, q, 10, mask[:-1])
 
 
 @pytest.mark.parametrize("name", SPECS)
