@@ -185,6 +185,29 @@ def build(vectors: np.ndarray, spec: dict):
     return index
 
 
+def extend(index, spec: dict, vectors: np.ndarray):
+    """`index` (built by build() with this spec, rows 0..m-1) with `vectors` added as rows m.., the way
+    build() adds them: an update that only appends rows reuses the trained quantizer and the HNSW graph
+    instead of building both again (minutes at 1M rows). The result can differ from a fresh build of all
+    rows (HNSW links depend on insertion history; IVF keeps its old centroids), not its row numbering."""
+    import faiss
+
+    kind, _ = _validate(spec)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != index.d:
+        raise ValueError(f"vectors must be an [n, {index.d}] array, got shape {vectors.shape}")
+    if len(vectors):
+        threads = faiss.omp_get_max_threads()
+        if kind == "hnsw":
+            faiss.omp_set_num_threads(HNSW_BUILD_THREADS)
+        try:
+            index.add(vectors)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    configure(index, spec)
+    return index
+
+
 def configure(index, spec: dict) -> None:
     """Set the query-time parameters (HNSW efSearch, IVF nprobe) of a built or read index."""
     import faiss

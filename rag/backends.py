@@ -27,13 +27,15 @@ def open_store(index_dir: str | Path, model: dict | None = None) -> Store:
 
 
 def write_generation(index_dir: str | Path, manifest: dict, docs: list[DocumentRecord], chunks: list[ChunkRecord],
-                     vectors: np.ndarray, model_dir: str | Path | None = None) -> dict:
-    """Write a complete new generation on the manifest's store and commit it."""
+                     vectors: np.ndarray, model_dir: str | Path | None = None, appended_to: dict | None = None) -> dict:
+    """Write a complete new generation on the manifest's store and commit it. `appended_to` ({"data", "rows"}:
+    the generation whose rows are these rows' first ones, unchanged) lets FAISS extend that generation's ANN
+    index instead of building it again; Milvus writes every generation in full."""
     if store_kind(manifest) == "milvus":
         from .milvus_store import write_generation as write_milvus
 
         return write_milvus(index_dir, manifest, docs, chunks, vectors, model_dir)
-    return IndexStore.write(index_dir, manifest, docs, chunks, vectors, model_dir)
+    return IndexStore.write(index_dir, manifest, docs, chunks, vectors, model_dir, appended_to)
 
 
 def check_store(index_dir: str | Path) -> dict:

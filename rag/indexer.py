@@ -63,6 +63,7 @@ class BuildPlan:
     chunks: list[ChunkRecord] = field(default_factory=list)  # their chunks, in the same order as `vectors`
     vectors: list[np.ndarray] = field(default_factory=list)
     fresh: list[tuple[Document, str]] = field(default_factory=list)  # (document, doc_id) to chunk and embed
+    kept_chunks: int = 0  # how many of `chunks` (the first ones) are kept from the old index
     new: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -71,7 +72,8 @@ class BuildPlan:
 
 def plan_build(documents: list[Document], old: Store | None, reuse: bool, prune: bool) -> BuildPlan:
     """Keep unchanged documents (with their chunks and vectors) when `reuse`; the rest are fresh. Without
-    `prune`, indexed documents missing from `documents` are kept too."""
+    `prune`, indexed documents missing from `documents` are kept too. Kept documents stay in their old row
+    order, so an update that only adds documents keeps the old rows as the new index's first rows."""
     plan = BuildPlan()
     old_docs = old.documents() if old else {}
     if old is not None:
@@ -81,11 +83,10 @@ def plan_build(documents: list[Document], old: Store | None, reuse: bool, prune:
             by_doc.setdefault(c.doc_id, []).append(c)
         records = {d.source: d for d in old.all_documents()}
 
+    kept: list[str] = []
+
     def keep(source: str) -> None:
-        rows = by_doc.get(old_docs[source]["doc_id"], [])
-        plan.docs.append(records[source])
-        plan.chunks.extend(rows)
-        plan.vectors.append(old_vectors[[c.row for c in rows]] if rows else old_vectors[:0])
+        kept.append(source)
 
     for doc in documents:
         entry = old_docs.get(doc.source)
@@ -103,6 +104,13 @@ def plan_build(documents: list[Document], old: Store | None, reuse: bool, prune:
     else:
         for source in gone:
             keep(source)
+    chunks_of = {source: by_doc.get(old_docs[source]["doc_id"], []) for source in kept}
+    for source in sorted(kept, key=lambda s: chunks_of[s][0].row if chunks_of[s] else -1):
+        rows = chunks_of[source]
+        plan.docs.append(records[source])
+        plan.chunks.extend(rows)
+        plan.vectors.append(old_vectors[[c.row for c in rows]] if rows else old_vectors[:0])
+    plan.kept_chunks = len(plan.chunks)
     return plan
 
 
@@ -187,7 +195,22 @@ def write_index(index_dir: Path, old: Store | None, plan: BuildPlan, model: dict
     per_doc = Counter(c.doc_id for c in plan.chunks)  # one pass: a count per document was quadratic
     manifest["documents"] = {d.source: {"doc_id": d.doc_id, "hash": d.hash, "title": d.title,
                                         "chunks": per_doc[d.doc_id]} for d in plan.docs}
-    write_generation(index_dir, manifest, plan.docs, plan.chunks, vectors, model_dir=model_path(settings))
+    write_generation(index_dir, manifest, plan.docs, plan.chunks, vectors, model_dir=model_path(settings),
+                     appended_to=_appended_to(old, plan, manifest))
+
+
+def _appended_to(old: Store | None, plan: BuildPlan, manifest: dict) -> dict | None:
+    """{"data", "rows"} when the planned rows start with all of the old index's rows, unchanged and in
+    order, and the vector index keeps its kind and parameters: the write may then extend the old ANN
+    index with the new rows instead of building it again (rag.ann.extend)."""
+    if old is None or store_kind(old.manifest) != "faiss" or "data" not in old.manifest:
+        return None
+    if old.manifest.get("vector_index", {"kind": "flat"}) != manifest["vector_index"]:
+        return None
+    rows = int(old.manifest.get("counts", {}).get("chunks", -1))
+    if rows <= 0 or plan.kept_chunks != rows or any(c.row != i for i, c in enumerate(plan.chunks[:rows])):
+        return None
+    return {"data": old.manifest["data"], "rows": rows}
 
 
 def build_index(

@@ -147,7 +147,12 @@ class FaissVectorStore:
                     allow_pickle=False)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, dimension: int, spec: dict | None) -> FaissVectorStore:
+    def build(cls, vectors: np.ndarray, dimension: int, spec: dict | None,
+              base: tuple[Path, int] | None = None) -> FaissVectorStore:
+        """The index of `vectors` as `spec` says. `base` (a generation folder whose ANN index of the same spec
+        holds exactly the first m of these rows) is extended with the rest instead of building anew."""
+        import faiss
+
         from . import ann
 
         spec = spec or {"kind": "flat"}
@@ -157,6 +162,14 @@ class FaissVectorStore:
             store.add(vectors)
             return store
         vectors.setflags(write=False)
+        if base is not None:
+            folder, rows = base
+            try:
+                index = faiss.read_index(str(folder / "vectors.faiss"))
+            except RuntimeError:
+                index = None  # unreadable: build anew
+            if index is not None and index.d == dimension and index.ntotal == rows <= len(vectors):
+                return cls(dimension, ann.extend(index, spec, vectors[rows:]), spec, vectors)
         return cls(dimension, ann.build(vectors, spec), spec, vectors)
 
     @classmethod
@@ -533,8 +546,11 @@ class IndexStore:
     # ---- writing -------------------------------------------------------------------------
     @staticmethod
     def write(index_dir: str | Path, manifest: dict, docs: list[DocumentRecord],
-              chunks: list[ChunkRecord], vectors: np.ndarray, model_dir: str | Path | None = None) -> dict:
-        """Write a complete new generation and commit it by replacing manifest.json atomically.
+              chunks: list[ChunkRecord], vectors: np.ndarray, model_dir: str | Path | None = None,
+              appended_to: dict | None = None) -> dict:
+        """Write a complete new generation and commit it by replacing manifest.json atomically. With
+        `appended_to` ({"data": generation, "rows": m}: the first m rows are that generation's, unchanged)
+        an ANN index of the same spec is that generation's, extended by the new rows (FaissVectorStore.build).
 
         BM25 indexes each chunk's text with its title/heading prefix when the manifest's chunking
         records "context" (rag/context.py, capped with the tokenizer in `model_dir`, default: the
@@ -549,7 +565,10 @@ class IndexStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _write_chunks(tmp / "chunks.sqlite", docs, chunks)
-        FaissVectorStore.build(vectors, manifest["model"]["dimension"], manifest.get("vector_index")).save(tmp)
+        base = None
+        if appended_to and (index_dir / appended_to["data"]).is_dir():
+            base = (index_dir / appended_to["data"], int(appended_to["rows"]))
+        FaissVectorStore.build(vectors, manifest["model"]["dimension"], manifest.get("vector_index"), base).save(tmp)
         (tmp / "bm25").mkdir()
         texts = context.index_texts(chunks, {d.doc_id: (d.title, d.text) for d in docs},
                                     context.enabled_in(manifest), model_dir)

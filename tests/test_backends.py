@@ -256,3 +256,39 @@ def test_an_ann_vector_index_is_recorded_and_finds_what_exact_search_finds(tmp_p
     assert IndexStore.read_manifest(tmp_path / "flat")["vector_index"] == {"kind": "flat"}
     build_index([docs], tmp_path / "auto", settings.replace(store=backend, ann_threshold=3))
     assert IndexStore.read_manifest(tmp_path / "auto")["vector_index"]["kind"] == "hnsw"
+
+
+def test_adding_documents_extends_the_hnsw_graph_and_other_updates_rebuild_it(tmp_path, settings, monkeypatch):
+    """An update that only adds documents keeps the old rows first and extends the old HNSW index (single-
+    threaded inserts in row order: the same graph as a fresh build); an edit or a removal builds it anew."""
+    import faiss
+
+    from rag import ann
+
+    docs = _write(tmp_path / "docs", {"birds/owls.md": DOCS["birds/owls.md"], "trees/oaks.txt": DOCS["trees/oaks.txt"]})
+    cfg = settings.replace(ann="hnsw")
+    index = tmp_path / "index"
+    build_index([docs], index, cfg)
+    before = {c.id: c.row for c in open_store(index).all_chunks()}
+    builds = []
+    real_build = ann.build
+    monkeypatch.setattr(ann, "build", lambda vectors, spec: builds.append(len(vectors)) or real_build(vectors, spec))
+
+    _write(docs, {"birds/geese.md": DOCS["birds/geese.md"]})  # sorts between the two: still appended as rows 2..
+    summary = build_index([docs], index, cfg)
+    assert (summary.new, summary.embedded, builds) == (1, 1, [])  # extended, not built
+    store = open_store(index)
+    assert {c.id: c.row for c in store.all_chunks() if c.id in before} == before
+    fresh = real_build(store.vectors_of(), store.manifest["vector_index"])  # the same rows built in one go
+    assert np.array_equal(faiss.serialize_index(store.vectors.index), faiss.serialize_index(fresh))
+    builds.clear()
+    ans = Assistant.load(index, cfg).answer("When do geese fly south?")
+    assert not ans.abstained and ans.citations[0].source == "birds/geese.md"
+
+    (docs / "birds/owls.md").write_text(DOCS["birds/owls.md"].replace("voles", "mice"), encoding="utf-8")
+    build_index([docs], index, cfg)
+    assert builds == [3]  # an edit renumbers rows: the graph is built again
+    (docs / "trees/oaks.txt").unlink()
+    build_index([docs], index, cfg)
+    assert builds == [3, 2]
+    assert sorted(c.source for c in open_store(index).all_chunks()) == ["birds/geese.md", "birds/owls.md"]
