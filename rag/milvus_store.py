@@ -432,7 +432,7 @@ class MilvusStore:
     @classmethod
     def check(cls, index_dir: str | Path) -> dict:
         """Verify a Milvus index fully: counts, vector norms, every chunk's text against its document."""
-        from .store import UNIT_NORM_TOLERANCE, IndexStore
+        from .store import UNIT_NORM_TOLERANCE, IndexStore, check_texts
 
         store = cls.open(Path(index_dir), IndexStore.read_manifest(index_dir))
         chunks = store.all_chunks()
@@ -440,14 +440,7 @@ class MilvusStore:
         if not np.all(np.abs(norms - 1.0) < UNIT_NORM_TOLERANCE):
             raise IndexStoreError(f"the Milvus collection {store.names['chunks']} holds vectors that are not "
                                   f"unit length (damaged); {REBUILD_HINT}")
-        texts = {d.doc_id: d.text for d in store.all_documents()}
-        for c in chunks:
-            if texts.get(c.doc_id, "")[c.start:c.end] != c.text:
-                raise IndexStoreError(f"chunk {c.id} of {c.source} does not match its document's text at "
-                                      f"{c.start}-{c.end}; {REBUILD_HINT}")
-        if len(texts) != store.manifest["counts"]["documents"]:
-            raise IndexStoreError(f"the index holds {len(texts)} documents, the manifest says "
-                                  f"{store.manifest['counts']['documents']}; {REBUILD_HINT}")
+        texts = check_texts(store, chunks)
         return {"index_dir": str(store.index_dir), "documents": len(texts), "chunks": len(chunks),
                 "generation": store.manifest["data"], "store": "milvus"}
 

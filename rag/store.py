@@ -505,14 +505,7 @@ class IndexStore:
         if verdict != "ok":
             raise IndexStoreError(f"{store.manifest['data']}/chunks.sqlite fails SQLite's integrity check "
                                   f"({verdict}); {REBUILD_HINT}")
-        texts = {d.doc_id: d.text for d in store.all_documents()}
-        for c in store.chunks:
-            if texts.get(c.doc_id, "")[c.start:c.end] != c.text:
-                raise IndexStoreError(f"chunk {c.id} of {c.source} does not match its document's text at "
-                                      f"{c.start}-{c.end}; {REBUILD_HINT}")
-        if len(texts) != store.manifest["counts"]["documents"]:
-            raise IndexStoreError(f"the index holds {len(texts)} documents, the manifest says "
-                                  f"{store.manifest['counts']['documents']}; {REBUILD_HINT}")
+        texts = check_texts(store, store.chunks)
         if store.lexical.n_docs and len(store.lexical.scores(store.chunks[0].text)) != len(store.chunks):
             raise IndexStoreError(f"the BM25 index does not cover the {len(store.chunks)} chunks; {REBUILD_HINT}")
         return {"index_dir": str(store.index_dir), "documents": len(texts), "chunks": len(store.chunks),
@@ -596,6 +589,20 @@ class IndexStore:
         with _reading(self.index_dir / self.manifest["data"] / "chunks.sqlite") as con:
             rows = con.execute("SELECT doc_id, source, title, hash, metadata, text FROM docs").fetchall()
         return [DocumentRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+
+def check_texts(store: Store, chunks: list[ChunkRecord]) -> dict[str, str]:
+    """Every chunk's text is its document's text at its offsets, and the documents are as many as the
+    manifest counts (a full check on any store); returns {doc_id: text}, else IndexStoreError."""
+    texts = {d.doc_id: d.text for d in store.all_documents()}
+    for c in chunks:
+        if texts.get(c.doc_id, "")[c.start:c.end] != c.text:
+            raise IndexStoreError(f"chunk {c.id} of {c.source} does not match its document's text at "
+                                  f"{c.start}-{c.end}; {REBUILD_HINT}")
+    if len(texts) != store.manifest["counts"]["documents"]:
+        raise IndexStoreError(f"the index holds {len(texts)} documents, the manifest says "
+                              f"{store.manifest['counts']['documents']}; {REBUILD_HINT}")
+    return texts
 
 
 def next_generation(manifest: dict, taken) -> tuple[int, str]:
