@@ -420,7 +420,7 @@ class ExtractiveAnswerer:
         cands = cands[: self.settings.answer_candidates]
         # small batches: short sentences are not padded to the longest one
         probes = [_probe(c.text) for c in cands]
-        vecs, sent_tokens, _ = self.embedder.embed_tokens(probes, batch_size=PROBE_BATCH, pieces=False)
+        vecs, sent_tokens = self.embedder.embed_tokens_cached(probes, batch_size=PROBE_BATCH)
         q_tokens, q_weights = self._question_tokens(question, question_tokens)
         for c, cs, st in zip(cands, vecs @ qv, sent_tokens, strict=True):
             c.cosine = float(cs)

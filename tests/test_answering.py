@@ -134,11 +134,33 @@ def test_answerer_embeds_only_the_most_promising_sentences_and_still_finds_the_a
             sizes.append(len(texts))
             return real.embed_tokens(texts, batch_size, pieces)
 
+        def embed_tokens_cached(self, texts, batch_size=None):
+            sizes.append(len(texts))
+            return real.embed_tokens_cached(texts, batch_size)
+
     small.extractive.embedder = Counting()
     ans = small.answer(TOUR_Q)
     assert sizes and max(sizes) <= limit
     assert not ans.abstained and "Li Lecheng" in ans.citations[0].quote
     assert_exact_citations(ans, assistant.store)
+
+
+def test_sentences_read_before_are_not_embedded_again_and_the_cache_stays_bounded(assistant, monkeypatch):
+    from rag import embeddings
+
+    first = assistant.answer(TOUR_Q)
+    embedder = assistant.extractive.embedder
+    through_model = []
+    real = embedder.embed_tokens
+    monkeypatch.setattr(embedder, "embed_tokens", lambda texts, batch_size=None, pieces=True: (
+        through_model.extend(texts), real(texts, batch_size, pieces))[1])
+    again = assistant.answer(TOUR_Q)
+    assert through_model == [TOUR_Q]  # only the question: every candidate sentence came from the cache
+    assert (again.text, again.citations) == (first.text, first.citations)
+    monkeypatch.setattr(embeddings, "TOKEN_CACHE_BYTES", 200_000)
+    assistant.answer("Which companies did Li Lecheng visit?")
+    assert 0 < embedder._token_cache_bytes <= 200_000
+    assert embedder._token_cache_bytes == sum(v.nbytes + t.nbytes for v, t in embedder._token_cache.values())
 
 
 def test_off_topic_question_abstains_but_lists_the_closest_passages(answers):
