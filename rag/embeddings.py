@@ -156,9 +156,10 @@ class Embedder:
                     if t not in self._token_cache:
                         self._token_cache[t] = (v, tok)
                         self._token_cache_bytes += v.nbytes + tok.nbytes
-                while self._token_cache_bytes > TOKEN_CACHE_BYTES and self._token_cache:
-                    _, (v, tok) = self._token_cache.popitem(last=False)
-                    self._token_cache_bytes -= v.nbytes + tok.nbytes
+        with self._token_cache_lock:
+            while self._token_cache_bytes > TOKEN_CACHE_BYTES and self._token_cache:
+                _, (v, tok) = self._token_cache.popitem(last=False)
+                self._token_cache_bytes -= v.nbytes + tok.nbytes
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), []
         return np.stack([found[t][0] for t in texts]), [found[t][1] for t in texts]
