@@ -44,7 +44,7 @@ eval2-gate: $(STAMP)
 	  --min hit@5=0.80 --min answer_recall=0.53 --min citation_precision=0.41 \
 	  --min unanswerable_abstained=0.06 --max answerable_wrongly_abstained=0.07
 
-# the everyday loop (under 2 minutes on 2 cores): everything but servers, browsers, subprocesses and the local LLM
+# the everyday loop (a few minutes on 2 cores): everything but servers, browsers, subprocesses and the local LLM
 quick: $(STAMP)
 	.venv/bin/ruff check rag tests benchmarks app.py
 	.venv/bin/python -m pytest -q -m "not slow"

@@ -219,6 +219,7 @@ def test_a_milvus_collection_gone_or_a_server_down_is_one_line_not_a_traceback(t
     assert not (tmp_path / "remote" / MANIFEST).exists()
 
 
+@pytest.mark.slow  # about two minutes: the whole eval set answered on both stores
 def test_both_backends_answer_the_eval_set_alike(corpus_index, settings, tmp_path):
     """The bar: the same answers and citations on both stores, within one question, so the eval gate's
     metrics on Milvus are FAISS's to within one question."""
