@@ -140,30 +140,26 @@ class Embedder:
                             ) -> tuple[np.ndarray, list[np.ndarray]]:
         """`embed_tokens` without word-piece strings, from a bounded cache of texts embedded before
         (TOKEN_CACHE_BYTES); only the texts not in it go through the model."""
-        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32), []
         with self._token_cache_lock:
-            for t in texts:
+            found = {t: self._token_cache[t] for t in texts if t in self._token_cache}
+        todo = list(dict.fromkeys(t for t in texts if t not in found))
+        # rows are copied: a view would keep its whole batch array alive, uncounted
+        fresh = ({t: (v.copy(), tok) for t, v, tok in zip(todo, *self.embed_tokens(todo, batch_size, False)[:2],
+                                                           strict=True)} if todo else {})
+        found.update(fresh)
+        with self._token_cache_lock:
+            for t in found:
                 if t in self._token_cache:
                     self._token_cache.move_to_end(t)
-                    found[t] = self._token_cache[t]
-        todo = list(dict.fromkeys(t for t in texts if t not in found))
-        if todo:
-            vectors, tokens, _ = self.embed_tokens(todo, batch_size=batch_size, pieces=False)
-            fresh = {t: (v, tok) for t, v, tok in zip(todo, vectors, tokens, strict=True)}
-            found.update(fresh)
-            with self._token_cache_lock:
-                for t, (v, tok) in fresh.items():
-                    if t not in self._token_cache:
-                        self._token_cache[t] = (v, tok)
-                        self._token_cache_bytes += v.nbytes + tok.nbytes
-        with self._token_cache_lock:
+                else:
+                    v, tok = self._token_cache[t] = found[t]
+                    self._token_cache_bytes += v.nbytes + tok.nbytes
             while self._token_cache_bytes > TOKEN_CACHE_BYTES and self._token_cache:
                 _, (v, tok) = self._token_cache.popitem(last=False)
                 self._token_cache_bytes -= v.nbytes + tok.nbytes
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32), []
         return np.stack([found[t][0] for t in texts]), [found[t][1] for t in texts]
-
 
 def model_info(embedder: Embedder) -> dict:
     """What the index manifest records of the model, checked when the index is opened."""
