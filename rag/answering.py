@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from .anchors import anchors, cover
 from .chunking import sentence_spans
 from .config import Settings, default_model_path
+from .context import heading_path
 from .embeddings import Embedder
 from .reader import Reader, get_reader
 from .retrieval import Hit, Retriever
@@ -118,6 +120,8 @@ class Candidate:
     span: float = 0.0  # the span reader's probability that the answer starts in this unit
     spans: list[ShortAnswer] = field(default_factory=list)  # its best spans here, doc offsets, best first
     body_start: int | None = None  # where the unit's own text starts after the headings joined to it (doc offset)
+    context: str = ""  # its document's title and the headings above it (what it is about, for `rag.anchors`)
+    anchored: float = 1.0  # how much of what the question names it is about (`rag.anchors.cover`)
 
     @property
     def cited(self) -> tuple[int, int, str]:
@@ -136,6 +140,7 @@ _LIST_ITEM = re.compile(r"\s*(?:[-*•–·▪]\s|\(?\d{1,3}[.)](?!\d)|\(?[a-zA-
 NO_SPAN = -99.0  # the margin recorded when no span of the asked kind was found (below any threshold tried)
 PASSAGES_READ = 6  # the best passages whose sentences are candidates (and which the span reader reads)
 LIST_LOOKAHEAD_CHARS = 1500  # how far past a passage's end the items of a list it introduces are followed
+HEADING_LOOKBACK_CHARS = 4000  # how far before a passage its headings are looked for (a few sections' worth)
 MAX_LIST_ITEMS = 12  # items joined to the line that introduces them (longer lists are cut: a quote stays readable)
 MAX_UNIT_CHARS = 1500  # an intro and its items stop growing here (about a 200-token passage's worth of text)
 _FINAL = re.compile(r"[.!?;。！？；][\"'”’)\]]*$")  # sentence-final punctuation
@@ -247,20 +252,27 @@ def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int, in
 def answer_candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[Candidate]:
     """The answer units (`answer_units`) of the best hits, deduplicated across overlapping chunks. With
     `text_spans([(source, start, end), ...])` (the documents' text, `IndexStore.text_spans`), a list that
-    a passage introduces is followed past the passage's end."""
+    a passage introduces is followed past the passage's end, and each unit's `context` holds the headings
+    above it (read up to HEADING_LOOKBACK_CHARS before the passage) after its document's title."""
     seen: set[tuple[str, int]] = set()
     out: list[Candidate] = []
     hits = hits[:max_hits]
+    before = [0 if text_spans is None else min(h.chunk.start, HEADING_LOOKBACK_CHARS) for h in hits]
     windows = ([h.chunk.text for h in hits] if text_spans is None else
-               text_spans([(h.chunk.source, h.chunk.start, h.chunk.end + LIST_LOOKAHEAD_CHARS) for h in hits]))
-    for hit, window in zip(hits, windows, strict=True):
+               text_spans([(h.chunk.source, h.chunk.start - b, h.chunk.end + LIST_LOOKAHEAD_CHARS)
+                           for h, b in zip(hits, before, strict=True)]))
+    for hit, window, b in zip(hits, windows, before, strict=True):
         c = hit.chunk
-        text = window if window.startswith(c.text) else c.text
+        if not window[b:].startswith(c.text):
+            window, b = c.text, 0
+        text = window[b:]
         for s, e, body in answer_units(text, limit=len(c.text)):
             key = (c.source, c.start + s)
             if key not in seen and len(text[body:e].split()) >= MIN_UNIT_WORDS:
                 seen.add(key)
-                out.append(Candidate(hit, c.start + s, c.start + e, text[s:e], body_start=c.start + body))
+                heads = [h.text for h in reversed(heading_path(window, b + s))]
+                out.append(Candidate(hit, c.start + s, c.start + e, text[s:e], body_start=c.start + body,
+                                     context="\n".join([c.title or "", *heads])))
     return out
 
 
@@ -406,11 +418,14 @@ class ExtractiveAnswerer:
         kind = answer_type(question)
         passage_cos = {h.chunk.id: float(self.retriever.dense_score(h.chunk.row, qv)) for h in hits}
         n_hits = max(len(hits), 1)
+        named = anchors(question)
         for c, terms in zip(cands, index.terms_of([c.text for c in cands]), strict=True):
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
             c.typed = has_type(c.text, kind, question)
+            c.anchored = cover(named, f"{c.context}\n{c.text}", c.hit.chunk.text)
             c.score = (PASSAGE_COSINE_WEIGHT * passage_cos[c.hit.chunk.id] + TERM_OVERLAP_WEIGHT * c.overlap
-                       - (HEADING_PENALTY if _is_heading(c.text) else 0.0))
+                       - (HEADING_PENALTY if _is_heading(c.text) else 0.0)
+                       - self.settings.anchor_penalty * (1.0 - c.anchored))
         # embedding and reading sentences are the expensive steps: at most `answer_candidates`, the most
         # promising by the cheap signals (answer kind, passage similarity, term overlap, passage rank).
         # The default (64) keeps every sentence of the six best 200-token passages: keeping only 12 lost
@@ -436,6 +451,10 @@ class ExtractiveAnswerer:
         # answerable from unanswerable questions better on SQuAD, and worse on eval/qa.jsonl (README).
         top = max(cands, key=lambda c: c.score - (0.0 if c.typed else UNTYPED_PENALTY))
         support = top.support if top.typed else (top.support - UNTYPED_PENALTY) * UNTYPED_SUPPORT_FACTOR
+        if top.anchored < 1.0:  # not about what the question names (another version, year, article)
+            support *= self.settings.anchor_support_factor
+        if named and max(c.anchored for c in cands) == 0.0:
+            support = 0.0  # nothing read names it at all: the corpus does not have the thing asked about
         reader = self.reader
         if reader is not None:
             for c, p in zip(cands, reader.scores(question, probes), strict=True):
@@ -517,11 +536,12 @@ class ExtractiveAnswerer:
         return tokens[keep], weights
 
     def select(self, cands: list[Candidate]) -> list[Candidate]:
-        """The best sentence plus up to two more that score nearly as well, in reading order."""
+        """The best sentence plus up to two more that score nearly as well, hold the kind of answer asked
+        for as it does and are as much about what the question names (`rag.anchors`), in reading order."""
         chosen = [cands[0]]
         for c in cands[1:]:
             if len(chosen) >= self.settings.max_sentences or c.score < cands[0].score - self.settings.answer_margin \
-                    or c.typed != cands[0].typed:
+                    or c.typed != cands[0].typed or c.anchored < cands[0].anchored:
                 break
             if any(c.hit.chunk.source == o.hit.chunk.source and c.start < o.end and o.start < c.end
                    for o in chosen):

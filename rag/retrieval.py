@@ -12,12 +12,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .anchors import anchors, cover
 from .backends import open_store
 from .config import FUSIONS, MODES, Settings, check_mode, check_top_k, model_path
 from .embeddings import Embedder, get_embedder, model_info
 from .store import ChunkRecord, Store
 
 __all__ = ["FUSIONS", "MODES", "Hit", "NoReranker", "Reranker", "Retriever"]
+
+ANCHOR_POOL = 4  # the fused top 4 × top_k are re-scored for anchors (32 chunks at top_k 8: their records are cheap)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,19 @@ class Retriever:
                     rank_of = {int(r): i for i, r in enumerate(ranked)}
                     fused += np.array([1.0 / (s.rrf_k + rank_of[int(r)] + 1) if int(r) in rank_of else 0.0
                                        for r in rows])
-        order = np.lexsort((rows, -np.asarray(fused)))[:top_k]
+        fused = np.asarray(fused, dtype=np.float64)
+        order = np.lexsort((rows, -fused))
+        named = anchors(query) if s.anchor_boost else []
+        if named:
+            # a question naming a version, year or numbered item prefers the passages about it (the
+            # identifier in the chunk or its document's title) among the best ANCHOR_POOL × top_k
+            order = order[: ANCHOR_POOL * top_k]
+            pooled = self.store.records([int(rows[i]) for i in order])
+            fused = fused.copy()
+            for i, rec in zip(order, pooled, strict=True):
+                fused[i] -= s.anchor_boost * (1.0 - cover(named, f"{rec.title}\n{rec.text}"))
+            order = order[np.lexsort((rows[order], -fused[order]))]
+        order = order[:top_k]
         records = self.store.records([int(rows[i]) for i in order])
         hits = [Hit(rec, float(fused[i]), n + 1, float(dense_vals[i]), float(lex_vals[i]))
                 for n, (i, rec) in enumerate(zip(order, records, strict=True))]

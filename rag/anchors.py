@@ -1,0 +1,97 @@
+"""Anchors: the identifiers a question names (a version, a year, a date, a numbered article or PEP),
+and whether an answer unit is about them.
+
+A question that names one thing among near-identical siblings ("Python 3.13", "the 2025 term
+election", "Article 12", "the May 2024 draft") is answered by a unit about *that* thing: its
+identifier is in the unit itself, in a heading above it or in its document's title. A unit about a
+sibling ("3.11", "2024") is not an answer, however similar its wording, and when no unit read is
+about the thing named the corpus most likely does not say (a "3.16" schedule that the corpus lacks).
+
+Only identifiers are anchors: they are exact by nature (3.12 is not 3.13). Names and other words are
+left to retrieval and the scores, which already weigh them and allow paraphrase.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# 3.12, 3.12.0, v2.1, 1.1.1 (a version or a numbered section); not a decimal inside a longer number
+_VERSION = re.compile(r"(?<![\w.,])v?(\d+(?:\.\d+)+)(?![\w]|\.\d)")
+_ISO_DATE = re.compile(r"(?<![\w-])(\d{4}-\d\d(?:-\d\d)?)(?![\w-])")
+_YEAR = re.compile(r"(?<![\w.,/-])(1[6-9]\d\d|20\d\d)(?![\w.,/]\d|\w)")
+# a capitalised label and its number: "PEP 570", "Article 12", "Chapter 3", "Super Bowl 50", "Python 3"
+_LABELLED = re.compile(r"\b([A-Z][A-Za-z]{1,20})\s+(?:No\.\s*)?(\d{1,5})(?![\w.,]\d|\w|-\d)")
+_MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
+           "dec"}
+# numbers in the text that an anchor can be matched by: versions, dates and plain integers
+_NUMBERS = re.compile(r"(?<![\w.])\d+(?:[.-]\d+)*(?![\w])")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    text: str  # as the question writes it ("3.13", "2025", "PEP 570")
+    kind: str  # "version", "date", "year" or "number" (a labelled number)
+    value: str  # what is matched: "3.13", "2025-10-02", "2025", "570"
+
+
+def anchors(question: str) -> list[Anchor]:
+    """The identifiers the question names, in order, without repeats."""
+    out: dict[str, Anchor] = {}
+    taken: list[tuple[int, int]] = []
+
+    def add(m: re.Match, kind: str, value: str) -> None:
+        if any(s < m.end() and m.start() < e for s, e in taken):
+            return
+        taken.append((m.start(), m.end()))
+        out.setdefault(f"{kind}:{value}", Anchor(m.group(0), kind, value))
+
+    for m in _ISO_DATE.finditer(question):
+        add(m, "date", m.group(1))
+    for m in _VERSION.finditer(question):
+        add(m, "version", m.group(1))
+    for m in _YEAR.finditer(question):
+        add(m, "year", m.group(1))
+    for m in _LABELLED.finditer(question):
+        if m.group(1).lower() not in _MONTHS:
+            add(m, "number", m.group(2))
+    return sorted(out.values(), key=lambda a: question.find(a.text))
+
+
+def _numbers(text: str) -> set[str]:
+    return set(_NUMBERS.findall(text))
+
+
+def matched(anchor: Anchor, numbers: set[str]) -> bool:
+    """Whether a text whose numbers are `numbers` (`_numbers`) names the anchor. A version matches the
+    same version, a longer one it starts ("3.13" in "3.13.2") or a shorter one that starts it ("3.12" in a
+    title for "3.12.0"); a year also matches inside a date ("2023-10-02"); a labelled number matches the
+    same integer or a version it starts ("Python 3" in "3.12")."""
+    v = anchor.value
+    if anchor.kind == "date":
+        return any(n == v or n.startswith(v + "-") for n in numbers)
+    if anchor.kind == "year":
+        return any(n == v or n.startswith(v + "-") for n in numbers)
+    if anchor.kind == "version":
+        return any(n == v or n.startswith(v + ".") or v.startswith(n + ".") and "." in n for n in numbers)
+    return any(n == v or n.startswith(v + ".") for n in numbers)
+
+
+def cover(found: list[Anchor], strong: str, weak: str = "") -> float:
+    """How much of what the question names a unit is about, 0..1: each anchor counts 1 if it is in
+    `strong` (the unit, its headings, its document's title) and WEAK_CREDIT if only in `weak` (the rest
+    of its passage: "In 1893, ..." one sentence earlier); the mean over anchors (1 when there are none)."""
+    if not found:
+        return 1.0
+    strong_n, weak_n = _numbers(strong), _numbers(weak)
+    total = 0.0
+    for a in found:
+        if matched(a, strong_n):
+            total += 1.0
+        elif weak and matched(a, weak_n):
+            total += WEAK_CREDIT
+    return total / len(found)
+
+
+WEAK_CREDIT = 0.5  # an anchor named only elsewhere in the passage half counts (not tuned: between none and full)

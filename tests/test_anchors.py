@@ -1,0 +1,93 @@
+"""Anchors: a question naming one version, year or numbered item among siblings is answered from that
+one, and abstains when the corpus has none about it (rag/anchors.py, used by retrieval and answering)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag import Assistant
+from rag.anchors import anchors, cover
+from rag.indexer import build_index
+
+
+@pytest.mark.parametrize("question, named", [
+    ("When was Python 3.12.0 final released?", [("version", "3.12.0")]),
+    ("Who won seats on the 2026 term steering council?", [("year", "2026")]),
+    ("What changed on 2023-10-02?", [("date", "2023-10-02")]),
+    ("What does Article 12 require of data processors?", [("number", "12")]),
+    ("Which PEP replaced PEP 291 in May 2019?", [("number", "291"), ("year", "2019")]),
+    ("How many people sit on the council?", []),
+    ("What is the budget, in dollars, of 12,000 projects?", []),
+])
+def test_anchors_are_the_identifiers_a_question_names(question, named):
+    assert [(a.kind, a.value) for a in anchors(question)] == named
+
+
+@pytest.mark.parametrize("question, strong, weak, expected", [
+    ("When was 3.12.0 released?", "PEP 693 – Python 3.12 Release Schedule\n- 3.12.0 final: Monday", "", 1.0),
+    ("When was 3.12.0 released?", "Python 3.12 Release Schedule\nThe final shipped on Monday.", "", 1.0),
+    ("When does 3.13 get fixes?", "Python 3.13.2 and later", "", 1.0),
+    ("When does 3.13 get fixes?", "Python 3.11 until 3.11.0", "", 0.0),
+    ("When does 3.1 get fixes?", "Python 3.11 until 3.11.0", "", 0.0),  # 3.1 is not 3.11
+    ("When does 3.13 get fixes?", "fixes come monthly", "Python 3.13 schedule", 0.5),
+    ("Who won in 2023?", "Election results 2023-12-01", "", 1.0),
+    ("Who won in 2023 under Article 5?", "Article 5 (2021 text)", "", 0.5),
+    ("Who won?", "anything", "", 1.0),
+])
+def test_cover_counts_the_anchors_a_unit_its_headings_or_title_name(question, strong, weak, expected):
+    assert cover(anchors(question), strong, weak) == pytest.approx(expected)
+
+
+# five release notes that differ only in their version, dates and people: the version is in the title
+# and the heading, never in the sentence that answers
+RELEASES = {"4.1": ("March 3, 2021", "Ada Brennan"), "4.2": ("June 9, 2021", "Tomas Ruiz"),
+            "4.3": ("October 12, 2021", "Mei Ling Zhou"), "4.4": ("February 1, 2022", "Oskar Lind"),
+            "4.5": ("May 17, 2022", "Priya Nair")}
+
+
+def release_notes(version: str, date: str, manager: str) -> str:
+    return (f"# Larkspur {version} Release Notes\n\n"
+            "Larkspur is an open-source scheduling library for clinics and small hospitals.\n\n"
+            f"## Larkspur {version} schedule\n\n"
+            f"The final release shipped on {date}, after two betas and a release candidate.\n"
+            f"The release manager for this series is {manager}.\n"
+            "Bugfix releases follow every two months for eighteen months, then security fixes only.\n\n"
+            "## Upgrading\n\n"
+            "Upgrading from the previous series needs no database migration, and the configuration file "
+            "keeps its format. Plugins built against the previous series keep working.\n")
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory, settings, embedder) -> Assistant:
+    root = tmp_path_factory.mktemp("anchors")
+    docs = root / "docs"
+    docs.mkdir()
+    for version, (date, manager) in RELEASES.items():
+        (docs / f"larkspur-{version.replace('.', '-')}.md").write_text(release_notes(version, date, manager),
+                                                                      encoding="utf-8")
+    build_index([docs], root / "index", settings)
+    return Assistant.load(root / "index", settings)
+
+
+@pytest.mark.parametrize("version", ["4.2", "4.4", "4.5"])
+def test_a_question_naming_one_version_is_answered_from_that_versions_notes(releases, version):
+    date, manager = RELEASES[version]
+    ans = releases.answer(f"When did the final release of Larkspur {version} ship?")
+    assert not ans.abstained, ans.text
+    assert ans.citations[0].source == f"larkspur-{version.replace('.', '-')}.md", ans.text
+    assert date in ans.text
+    ans = releases.answer(f"Who is the release manager of Larkspur {version}?")
+    assert not ans.abstained and manager in ans.citations[0].quote, ans.text
+
+
+@pytest.mark.parametrize("question", ["When did the final release of Larkspur 4.7 ship?",
+                                      "Who is the release manager of Larkspur 3.9?"])
+def test_a_question_naming_a_version_the_corpus_lacks_abstains(releases, question):
+    ans = releases.answer(question)
+    assert ans.abstained, ans.text
+    assert ans.passages  # the closest passages are still listed
+
+
+def test_without_a_named_version_the_answer_is_not_held_back(releases):
+    ans = releases.answer("Does upgrading Larkspur need a database migration?")
+    assert not ans.abstained and "no database migration" in ans.text, ans.text
