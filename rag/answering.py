@@ -122,6 +122,12 @@ class Candidate:
     body_start: int | None = None  # where the unit's own text starts after the headings joined to it (doc offset)
     context: str = ""  # its document's title and the headings above it (what it is about, for `rag.anchors`)
     anchored: float = 1.0  # how much of what the question names it is about (`rag.anchors.cover`)
+    lead: str = ""  # read with the unit but not quoted: a table row's header row ("| Candidate | Votes |")
+
+    @property
+    def read(self) -> str:
+        """What the scores read: the unit, after its lead."""
+        return f"{self.lead}\n{self.text}" if self.lead else self.text
 
     @property
     def cited(self) -> tuple[int, int, str]:
@@ -272,8 +278,33 @@ def answer_candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[C
                 seen.add(key)
                 heads = [h.text for h in reversed(heading_path(window, b + s))]
                 out.append(Candidate(hit, c.start + s, c.start + e, text[s:e], body_start=c.start + body,
-                                     context="\n".join([c.title or "", *heads])))
+                                     context="\n".join([c.title or "", *heads]), lead=table_header(window, b + s)))
     return out
+
+
+_TABLE_RULE = re.compile(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")  # | --- | :---: |
+
+
+def table_header(text: str, at: int) -> str:
+    """The header row of the Markdown/pipe table whose body row starts at `at` ("" if `at` starts no
+    such row): a row's cells mean what its header says ("| Emily Morehouse | 52 |" under "| Candidate |
+    Votes Received |")."""
+    line_start = text.rfind("\n", 0, at) + 1
+    if not text[line_start:at].strip() == "" or not text[at:].startswith("|"):
+        return ""
+    lines, pos = [], line_start
+    while pos > 0:
+        prev = text.rfind("\n", 0, pos - 1) + 1
+        line = text[prev:pos - 1].strip()
+        if not line.startswith("|"):
+            break
+        lines.append(line)
+        pos = prev
+    # lines run upwards from the row above: the header is the one right above the top rule
+    for i, line in enumerate(lines):
+        if _TABLE_RULE.match(line):
+            return lines[i + 1] if i + 1 < len(lines) and not _TABLE_RULE.match(lines[i + 1]) else ""
+    return ""
 
 
 # What kind of answer a question asks for, and how to spot it in a sentence.
@@ -333,10 +364,15 @@ def answer_type(question: str) -> str | None:
     return next((kind for kind, pattern in _QUESTION_KINDS if pattern.search(question)), None)
 
 
+_LINK_TARGET = re.compile(r"\]\([^)\s]*\)|<?\b(?:https?|ftp)://[^\s>)\]]*>?|\b[\w.+-]+@[\w-]+\.[\w.]+")
+
+
 def has_type(text: str, kind: str | None, question: str = "") -> bool:
-    """Whether text holds an answer of that kind that the question itself does not already state."""
+    """Whether text holds an answer of that kind that the question itself does not already state (the
+    targets of links, URLs and e-mail addresses do not count: "…/t/71732" is not a count)."""
     if kind is None:
         return True
+    text = _LINK_TARGET.sub(" ", text)
     if kind == "name":
         asked = {w.lower() for w in re.findall(r"\w+", question)}
         return any(m.group(0).lower() not in asked and m.group(0).lower() not in _NOT_NAMES
@@ -419,7 +455,8 @@ class ExtractiveAnswerer:
         passage_cos = {h.chunk.id: float(self.retriever.dense_score(h.chunk.row, qv)) for h in hits}
         n_hits = max(len(hits), 1)
         named = anchors(question)
-        for c, terms in zip(cands, index.terms_of([c.text for c in cands]), strict=True):
+        cand_terms = index.terms_of([c.read for c in cands])
+        for c, terms in zip(cands, cand_terms, strict=True):
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
             c.typed = has_type(c.text, kind, question)
             c.anchored = cover(named, f"{c.context}\n{c.text}", c.hit.chunk.text)
@@ -434,7 +471,7 @@ class ExtractiveAnswerer:
                                   c.start))
         cands = cands[: self.settings.answer_candidates]
         # small batches: short sentences are not padded to the longest one
-        probes = [_probe(c.text) for c in cands]
+        probes = [_probe(c.read) for c in cands]
         vecs, sent_tokens = self.embedder.embed_tokens_cached(probes, batch_size=PROBE_BATCH)
         q_tokens, q_weights = self._question_tokens(question, question_tokens)
         for c, cs, st in zip(cands, vecs @ qv, sent_tokens, strict=True):

@@ -41,6 +41,11 @@ def test_answer_type(question, kind):
     ("Who chaired the meeting?", "the meeting was chaired by the minister.", False),
     ("Who chaired the meeting?", "Jin Zhuanglong chaired the meeting.", True),
     ("What is the mission?", "anything at all", True),
+    # numbers in link targets, URLs and addresses are not answers
+    ("How many votes did Emily Morehouse receive?", "Nominees: - [Barry Warsaw](https://discuss.example/t/71732/)",
+     False),
+    ("How many votes did Emily Morehouse receive?", "See https://votes.example/2025/52 for details.", False),
+    ("How many votes did Emily Morehouse receive?", "| Emily Morehouse | 52 |", True),
 ])
 def test_has_type(question, text, holds):
     assert has_type(text, answer_type(question), question) is holds

@@ -9,7 +9,7 @@ import pytest
 from test_loaders import make_pdf
 
 from rag import Assistant, build_index
-from rag.answering import NOT_IN_CORPUS, _kind, answer_units, split_question
+from rag.answering import NOT_IN_CORPUS, _kind, answer_units, split_question, table_header
 from rag.chunking import sentence_spans, soft_wrapped
 from rag.loaders import load_file
 
@@ -182,3 +182,27 @@ def test_each_part_of_a_question_is_cited_or_abstains_on_its_own(format_indexes)
     assert not mixed.abstained and len(mixed.parts) == 2
     assert not mixed.parts[0].abstained and mixed.parts[1].abstained
     assert "1 May 2025" in mixed.text and NOT_IN_CORPUS in mixed.text
+
+
+VOTES = ("The full vote counts are as follows:\n\n| Candidate | Votes Received |\n|---|---|\n"
+         "| Barry Warsaw | 58 |\n| Emily Morehouse | 52 |\n\nNo conflict of interest was observed.")
+
+
+@pytest.mark.parametrize("row, header", [("| Barry Warsaw", "| Candidate | Votes Received |"),
+                                         ("| Emily Morehouse", "| Candidate | Votes Received |"),
+                                         ("| Candidate", ""), ("No conflict", ""), ("The full vote", "")])
+def test_a_table_row_is_read_with_its_header_row(row, header):
+    assert table_header(VOTES, VOTES.index(row)) == header
+
+
+def test_how_many_votes_cites_the_table_row_the_header_explains(tmp_path, settings, embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "election.md").write_text("# Board election 2025\n\nNominees (in alphabetical order):\n\n"
+                                      "- [Barry Warsaw](https://discuss.example/t/71732/)\n"
+                                      "- [Emily Morehouse](https://discuss.example/t/71733/)\n\n" + VOTES + "\n",
+                                      encoding="utf-8")
+    build_index([docs], tmp_path / "index", settings)
+    ans = Assistant.load(tmp_path / "index", settings).answer("How many votes did Emily Morehouse receive?")
+    assert not ans.abstained
+    assert ans.citations[0].quote == "| Emily Morehouse | 52 |", ans.text
