@@ -148,6 +148,8 @@ PASSAGES_READ = 6  # the best passages whose sentences are candidates (and which
 LIST_LOOKAHEAD_CHARS = 1500  # how far past a passage's end the items of a list it introduces are followed
 HEADING_LOOKBACK_CHARS = 4000  # how far before a passage its headings are looked for (a few sections' worth)
 MAX_LIST_ITEMS = 12  # items joined to the line that introduces them (longer lists are cut: a quote stays readable)
+HEADED_ITEM_WORDS = 8  # a list right under a heading is one unit when no item is longer (names, roles, fields)
+INTRO_LEAD_SENTENCES = 2  # sentences of its paragraph joined before a list's intro line (not tuned: a short lead)
 MAX_UNIT_CHARS = 1500  # an intro and its items stop growing here (about a 200-token passage's worth of text)
 _FINAL = re.compile(r"[.!?;。！？；][\"'”’)\]]*$")  # sentence-final punctuation
 PROBE_CHARS = 400  # about two sentences (~90 word-pieces): the SQuAD sentences the readers learnt on are shorter
@@ -218,40 +220,71 @@ def _kind(text: str, s: int, e: int) -> str:
 def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int, int]]:
     """The answer units of `text` that start before `limit`, as (start, end, body start): each sentence or
     line; a heading joined to what follows it (a heading never stands alone; the body starts after it); a
-    line that ends with ':' or leads into list items joined with its items (and each item also on its own);
-    a question joined to its answer ("The mission? To ...")."""
-    spans = [(s, e) for s, e, _ in sentence_spans(text)]
+    line that ends with ':' or leads into list items joined with its items (and each item also on its own),
+    together with the sentences before it in its paragraph ("The council has broad authority ... For
+    example, they can:"); a list right under a heading joined with it ("## Release crew" over "- Manager:
+    ..."); a question joined to its answer ("The mission? To ...")."""
+    sentences = sentence_spans(text)
+    spans = [(s, e) for s, e, _ in sentences]
     kinds = [_kind(text, s, e) for s, e in spans]
     limit = len(text) if limit is None else limit
+
+    def list_end(i: int, start: int) -> int:
+        """The end of the list whose first item is spans[i + 1] (spans[i] leads into it)."""
+        j, end = i + 1, spans[i][1]
+        first, nested = _family(text[spans[j][0]:]), None
+        while j < len(spans) and kinds[j] == "item" and j - i <= MAX_LIST_ITEMS \
+                and spans[j][1] - start <= MAX_UNIT_CHARS:
+            family = _family(text[spans[j][0]:])
+            if family != first:  # a nested list: only right under an item that leads into it
+                if nested != family and not text[spans[j - 1][0]:spans[j - 1][1]].rstrip().endswith(":"):
+                    break
+                nested = family
+            else:
+                nested = None
+            end = spans[j][1]
+            j += 1
+        return end
+
+    def headed(i: int) -> int:
+        """The first of the headings right above spans[i] (i itself when there are none)."""
+        while i > 0 and kinds[i - 1] == "heading":
+            i -= 1
+        return i
+
     out = []
     for i, (s, e) in enumerate(spans):
         if s >= limit:
             break
         if kinds[i] == "heading":
             continue
-        k = i
-        while k > 0 and kinds[k - 1] == "heading":
-            k -= 1
-        start, end, j = spans[k][0], e, i + 1
+        k = headed(i)
+        start, end, body, j = spans[k][0], e, s, i + 1
         unit = text[s:e].rstrip()
         if unit.endswith(("?", "？")) and j < len(spans) and kinds[j] == "text":
             end = spans[j][1]
         elif j < len(spans) and kinds[j] == "item" and (
                 unit.endswith((":", "：")) or (not _FINAL.search(unit) and (
                     kinds[i] != "item" or _family(text[s:e]) != _family(text[spans[j][0]:])))):
-            first, nested = _family(text[spans[j][0]:]), None
-            while j < len(spans) and kinds[j] == "item" and j - i <= MAX_LIST_ITEMS \
-                    and spans[j][1] - start <= MAX_UNIT_CHARS:
-                family = _family(text[spans[j][0]:])
-                if family != first:  # a nested list: only right under an item that leads into it
-                    if nested != family and not text[spans[j - 1][0]:spans[j - 1][1]].rstrip().endswith(":"):
-                        break
-                    nested = family
-                else:
-                    nested = None
-                end = spans[j][1]
-                j += 1
-        out.append((start, end, s))
+            # the intro's paragraph leads into the list with it: up to INTRO_LEAD_SENTENCES before it
+            p = i
+            while p > 0 and i - p < INTRO_LEAD_SENTENCES and not sentences[p][2] and kinds[p - 1] == "text" \
+                    and "\n" not in text[spans[p - 1][1]:spans[p][0]]:  # on its line: a line is a statement
+                p -= 1
+            if p < i:
+                body, start = spans[p][0], spans[headed(p)][0]
+            end = list_end(i, start)
+        elif k < i and kinds[i] == "item" and j < len(spans) and kinds[j] == "item" \
+                and _family(text[s:e]) == _family(text[spans[j][0]:]):
+            # a list of short items (names, roles, fields) right under a heading: the heading says what they
+            # are. A list of sentences under one ("Key Points", "Changelog") is a summary that would match
+            # any question, so it is not joined
+            last = list_end(i, start)
+            items = [text[a:b] for a, b in spans[i:] if b <= last]
+            if max(len(t.split()) for t in items) <= HEADED_ITEM_WORDS:
+                out.append((start, end, s))  # the first item under the heading on its own, and the list:
+                end = last
+        out.append((start, end, body))
     return out
 
 
@@ -260,7 +293,7 @@ def answer_candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[C
     `text_spans([(source, start, end), ...])` (the documents' text, `IndexStore.text_spans`), a list that
     a passage introduces is followed past the passage's end, and each unit's `context` holds the headings
     above it (read up to HEADING_LOOKBACK_CHARS before the passage) after its document's title."""
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, int, int]] = set()
     out: list[Candidate] = []
     hits = hits[:max_hits]
     before = [0 if text_spans is None else min(h.chunk.start, HEADING_LOOKBACK_CHARS) for h in hits]
@@ -273,7 +306,7 @@ def answer_candidates(hits: list[Hit], max_hits: int, text_spans=None) -> list[C
             window, b = c.text, 0
         text = window[b:]
         for s, e, body in answer_units(text, limit=len(c.text)):
-            key = (c.source, c.start + s)
+            key = (c.source, c.start + s, c.start + e)
             if key not in seen and len(text[body:e].split()) >= MIN_UNIT_WORDS:
                 seen.add(key)
                 heads = [h.text for h in reversed(heading_path(window, b + s))]
@@ -326,6 +359,9 @@ _WEEKDAY_Q = re.compile(r"\b(day of the week|(what|which) (week)?day)\b(?! of th
 _NUMBER_A = re.compile(r"\d[\d,.]*\d|\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
                        r"thirty|forty|fifty|hundred|thousand|million|billion|trillion|dozen|half|double|twice)s?\b",
                        re.I)
+# a count ("how many"): as _NUMBER_A without "double"/"twice", which are rarely counts ("Double down on R&D")
+_COUNT_A = re.compile(r"\d[\d,.]*\d|\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
+                      r"thirty|forty|fifty|hundred|thousand|million|billion|trillion|dozen|half)s?\b", re.I)
 _MONTHS = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
            r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\.?")
 _WEEKDAYS = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
@@ -348,7 +384,7 @@ _NOT_NAMES = {"the", "a", "an", "in", "on", "at", "it", "its", "this", "that", "
               "by", "from", "and", "but", "as", "their", "his", "her", "he", "she", "they", "we", "i", "if", "of",
               "to", "after", "before", "when", "while", "there", "here", "some", "all", "most", "many", "one"}
 _PATTERNS = {"date": _DATE_A, "year": _YEAR_A, "calendar date": _CALENDAR_A, "weekday": _WEEKDAY_A,
-             "money": _MONEY_A, "percentage": _PERCENT_A, "number": _NUMBER_A, "count": _NUMBER_A}
+             "money": _MONEY_A, "percentage": _PERCENT_A, "number": _NUMBER_A, "count": _COUNT_A}
 
 
 # first match wins: the narrower kinds come before the broader ones they overlap with

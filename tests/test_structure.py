@@ -206,3 +206,26 @@ def test_how_many_votes_cites_the_table_row_the_header_explains(tmp_path, settin
     ans = Assistant.load(tmp_path / "index", settings).answer("How many votes did Emily Morehouse receive?")
     assert not ans.abstained
     assert ans.citations[0].quote == "| Emily Morehouse | 52 |", ans.text
+
+
+POWERS = ("#### Powers\n\nThe council has broad authority to make decisions about the project. For example, they "
+          "can:\n\n- Accept or reject PEPs\n- Enforce or update the code of conduct\n\n## Release crew\n\n"
+          "- Release manager: Ned Deily\n- Windows installers: Steve Dower\n- Documentation: Julien Palard\n\n"
+          "## Key points\n\n- The council has broad authority over the project and its many processes.\n"
+          "- The crew builds installers for every platform the project supports at present.\n")
+
+
+def test_a_list_intro_is_joined_with_the_sentences_before_it_on_its_line_and_its_items():
+    units = [(POWERS[s:e], POWERS[b:e]) for s, e, b in answer_units(POWERS)]
+    assert ("#### Powers\n\nThe council has broad authority to make decisions about the project. For example, they "
+            "can:\n\n- Accept or reject PEPs\n- Enforce or update the code of conduct",
+            "The council has broad authority to make decisions about the project. For example, they "
+            "can:\n\n- Accept or reject PEPs\n- Enforce or update the code of conduct") in units
+
+
+def test_a_list_of_short_items_right_under_a_heading_is_one_unit_but_a_list_of_sentences_is_not():
+    units = [POWERS[s:e] for s, e, _ in answer_units(POWERS)]
+    assert ("## Release crew\n\n- Release manager: Ned Deily\n- Windows installers: Steve Dower\n"
+            "- Documentation: Julien Palard") in units
+    assert "## Release crew\n\n- Release manager: Ned Deily" in units  # the first item also on its own
+    assert not any(u.startswith("## Key points") and u.count("\n- ") > 1 for u in units)
