@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from beir_data import SCIFACT, cache_dir, doc_of, materialise, read_beir
-from bench_common import markdown_table, metric_rows
+from bench_common import add_set_option, apply_sets, markdown_table, metric_rows
 
 from rag.backends import open_store, write_generation
 from rag.config import Settings, model_path
@@ -70,10 +70,11 @@ def main() -> None:
                     help="milvus: copy the cached index into Milvus Lite and retrieve from there")
     ap.add_argument("--no-chunk-context", action="store_true",
                     help="index chunks without their title/heading prefix (rag/context.py; own cached index)")
+    add_set_option(ap)
     args = ap.parse_args()
     corpus, queries, qrels = read_beir(args.dataset, args.split)
-    settings = Settings().replace(chunk_tokens=args.chunk_tokens, candidates=300,
-                                  chunk_context=False if args.no_chunk_context else None)
+    settings = apply_sets(Settings().replace(chunk_tokens=args.chunk_tokens, candidates=300,
+                                             chunk_context=False if args.no_chunk_context else None), args.set, ap)
     name = f"{args.dataset.name}-{settings.chunk_tokens}" + ("" if settings.chunk_context else "-noctx")
     docs = materialise(corpus, cache_dir(args.dataset.name + "-docs"))
     t0 = time.perf_counter()

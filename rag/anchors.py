@@ -17,14 +17,17 @@ import re
 from dataclasses import dataclass
 
 # 3.12, 3.12.0, v2.1, 1.1.1 (a version or a numbered section); not a decimal inside a longer number
-_VERSION = re.compile(r"(?<![\w.,])v?(\d+(?:\.\d+)+)(?![\w]|\.\d)")
+# (a decimal is not one: "0.05", "2.5%", "1.5 times")
+_VERSION = re.compile(r"(?<![\w.,])v?((?!0\.)\d+(?:\.\d+)+)(?![\w%]|\.\d|\s*(?:%|percent|per cent|times|fold)\b)")
 _ISO_DATE = re.compile(r"(?<![\w-])(\d{4}-\d\d(?:-\d\d)?)(?![\w-])")
 _YEAR = re.compile(r"(?<![\w.,/-])(1[6-9]\d\d|20\d\d)(?![\w.,/]\d|\w)")
-# a capitalised label and its number: "PEP 570", "Article 12", "Chapter 3", "Super Bowl 50", "Python 3"
-_LABELLED = re.compile(r"\b([A-Z][A-Za-z]{1,20})\s+(?:No\.\s*)?(\d{1,5})(?![\w.,]\d|\w|-\d)")
-_MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-           "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
-           "dec"}
+# a numbered part of a document or a numbered document: "Article 12", "Chapter 3", "PEP 570", "RFC 9110".
+# Only these labels: elsewhere a name with a number is nomenclature that texts write many ways ("BRCA 1" is
+# "BRCA1", "type 1 diabetes" is "T1D"), which cost SciFact queries their documents when it was an anchor
+_LABELS = ("article|section|chapter|part|clause|rule|annex|appendix|schedule|table|figure|item|paragraph|"
+           "title|volume|amendment|regulation|directive|order|decree|law|act|step|phase|stage|level|tier|"
+           "version|release|pep|rfc|iso|no")
+_LABELLED = re.compile(rf"\b({_LABELS})\.?\s+(?:No\.\s*)?(\d{{1,5}})(?![\w.,]\d|\w|-\d)", re.I)
 # numbers in the text that an anchor can be matched by: versions, dates and plain integers
 _NUMBERS = re.compile(r"(?<![\w.])\d+(?:[.-]\d+)*(?![\w])")
 
@@ -54,8 +57,7 @@ def anchors(question: str) -> list[Anchor]:
     for m in _YEAR.finditer(question):
         add(m, "year", m.group(1))
     for m in _LABELLED.finditer(question):
-        if m.group(1).lower() not in _MONTHS:
-            add(m, "number", m.group(2))
+        add(m, "number", m.group(2))
     return sorted(out.values(), key=lambda a: question.find(a.text))
 
 
@@ -63,11 +65,11 @@ def _numbers(text: str) -> set[str]:
     return set(_NUMBERS.findall(text))
 
 
-def matched(anchor: Anchor, numbers: set[str]) -> bool:
+def matched(anchor: Anchor, numbers: set[str], text: str = "") -> bool:
     """Whether a text whose numbers are `numbers` (`_numbers`) names the anchor. A version matches the
     same version, a longer one it starts ("3.13" in "3.13.2") or a shorter one that starts it ("3.12" in a
     title for "3.12.0"); a year also matches inside a date ("2023-10-02"); a labelled number matches the
-    same integer or a version it starts ("Python 3" in "3.12")."""
+    same integer, a version it starts ("Python 3" in "3.12") or the integer written onto a word ("BRCA1")."""
     v = anchor.value
     if anchor.kind == "date":
         return any(n == v or n.startswith(v + "-") for n in numbers)
@@ -75,7 +77,9 @@ def matched(anchor: Anchor, numbers: set[str]) -> bool:
         return any(n == v or n.startswith(v + "-") for n in numbers)
     if anchor.kind == "version":
         return any(n == v or n.startswith(v + ".") or v.startswith(n + ".") and "." in n for n in numbers)
-    return any(n == v or n.startswith(v + ".") for n in numbers)
+    # a labelled number may be written onto its label ("BRCA1" for "BRCA 1", "PGE2")
+    return any(n == v or n.startswith(v + ".") for n in numbers) or \
+        re.search(rf"[^\W\d_]{v}(?![\d]|\.\d)", text) is not None
 
 
 def cover(found: list[Anchor], strong: str, weak: str = "") -> float:
@@ -87,9 +91,9 @@ def cover(found: list[Anchor], strong: str, weak: str = "") -> float:
     strong_n, weak_n = _numbers(strong), _numbers(weak)
     total = 0.0
     for a in found:
-        if matched(a, strong_n):
+        if matched(a, strong_n, strong):
             total += 1.0
-        elif weak and matched(a, weak_n):
+        elif weak and matched(a, weak_n, weak):
             total += WEAK_CREDIT
     return total / len(found)
 

@@ -18,6 +18,9 @@ from rag.indexer import build_index
     ("Which PEP replaced PEP 291 in May 2019?", [("number", "291"), ("year", "2019")]),
     ("How many people sit on the council?", []),
     ("What is the budget, in dollars, of 12,000 projects?", []),
+    ("Do MEK 1/2 inhibitors treat type 1 diabetes in BRCA 1 carriers?", []),  # nomenclature, not anchors
+    ("What does section 4 of RFC 9110 define?", [("number", "4"), ("number", "9110")]),
+    ("Glucose restriction to 0.05% reduces life span by 2.5 percent", []),  # decimals are not versions
 ])
 def test_anchors_are_the_identifiers_a_question_names(question, named):
     assert [(a.kind, a.value) for a in anchors(question)] == named
@@ -33,6 +36,7 @@ def test_anchors_are_the_identifiers_a_question_names(question, named):
     ("Who won in 2023?", "Election results 2023-12-01", "", 1.0),
     ("Who won in 2023 under Article 5?", "Article 5 (2021 text)", "", 0.5),
     ("Who won?", "anything", "", 1.0),
+    ("Are BRCA 1 mutation carriers at risk?", "BRCA1 carriers were followed for ten years", "", 1.0),
 ])
 def test_cover_counts_the_anchors_a_unit_its_headings_or_title_name(question, strong, weak, expected):
     assert cover(anchors(question), strong, weak) == pytest.approx(expected)
