@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rag"
 
 # each module's stage; a module may import only from its own stage or earlier ones
 STAGES = [
-    ("base", {"config", "hashing", "stopwords"}),
+    ("base", {"config", "hashing", "stopwords", "anchors"}),
     ("load", {"loaders"}),
     ("chunk", {"chunking", "context"}),
     ("embed", {"embeddings"}),
