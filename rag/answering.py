@@ -19,7 +19,7 @@ from .config import Settings, default_model_path
 from .context import heading_path
 from .embeddings import Embedder
 from .reader import Reader, get_reader
-from .retrieval import Hit, Retriever
+from .retrieval import TEXT_ONLY_CREDIT, Hit, Retriever
 from .span_reader import SpanReader
 from .stopwords import QUESTION_TERMS, STOPWORDS, content_words
 
@@ -491,11 +491,14 @@ class ExtractiveAnswerer:
         passage_cos = {h.chunk.id: float(self.retriever.dense_score(h.chunk.row, qv)) for h in hits}
         n_hits = max(len(hits), 1)
         named = anchors(question)
+        titled = bool(named) and any(cover(named, h.chunk.title) == 1.0 for h in hits[:PASSAGES_READ])
         cand_terms = index.terms_of([c.read for c in cands])
         for c, terms in zip(cands, cand_terms, strict=True):
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
             c.typed = has_type(c.text, kind, question)
             c.anchored = cover(named, f"{c.context}\n{c.text}", c.hit.chunk.text)
+            if titled:  # some document's title names it all: the question names that document (as retrieval)
+                c.anchored = max(cover(named, c.hit.chunk.title), TEXT_ONLY_CREDIT * c.anchored)
             c.score = (PASSAGE_COSINE_WEIGHT * passage_cos[c.hit.chunk.id] + TERM_OVERLAP_WEIGHT * c.overlap
                        - (HEADING_PENALTY if _is_heading(c.text) else 0.0)
                        - self.settings.anchor_penalty * (1.0 - c.anchored))

@@ -20,6 +20,7 @@ from .store import ChunkRecord, Store
 
 __all__ = ["FUSIONS", "MODES", "Hit", "NoReranker", "Reranker", "Retriever"]
 
+TEXT_ONLY_CREDIT = 0.5  # not tuned: as rag.anchors.WEAK_CREDIT, half of a title's
 ANCHOR_POOL = 4  # the fused top 4 × top_k are re-scored for anchors (32 chunks at top_k 8: their records are cheap)
 
 
@@ -141,8 +142,14 @@ class Retriever:
             order = order[: ANCHOR_POOL * top_k]
             pooled = self.store.records([int(rows[i]) for i in order])
             fused = fused.copy()
-            for i, rec in zip(order, pooled, strict=True):
-                fused[i] -= s.anchor_boost * (1.0 - cover(named, f"{rec.title}\n{rec.text}"))
+            titled = [cover(named, rec.title) for rec in pooled]
+            # when some document's title names everything the question names ("the 2020 term election"),
+            # the question names that document: a sibling that only mentions it ("voting ends December
+            # 2020", in the 2021 term's) counts TEXT_ONLY_CREDIT
+            credit = TEXT_ONLY_CREDIT if max(titled) == 1.0 else 1.0
+            for i, rec, t in zip(order, pooled, titled, strict=True):
+                got = max(t, credit * cover(named, f"{rec.title}\n{rec.text}"))
+                fused[i] -= s.anchor_boost * (1.0 - got)
             order = order[np.lexsort((rows[order], -fused[order]))]
         order = order[:top_k]
         records = self.store.records([int(rows[i]) for i in order])

@@ -95,3 +95,33 @@ def test_a_question_naming_a_version_the_corpus_lacks_abstains(releases, questio
 def test_without_a_named_version_the_answer_is_not_held_back(releases):
     ans = releases.answer("Does upgrading Larkspur need a database migration?")
     assert not ans.abstained and "no database migration" in ans.text, ans.text
+
+
+def election(year: int, opened: str) -> str:
+    return (f"# {year} Board Election\n\n"
+            f"This document describes the schedule of the board election for the {year} term.\n\n"
+            f"## Schedule\n\nThe nomination period was: {opened} through two weeks later.\n"
+            f"Unlike the {year - 1} term board election, when nominations opened late, they opened on time.\n"
+            f"The voting period ends on December 15, {year - 1}, at noon.\n\n"
+            "## Results\n\nThe results are published on the community forum.\n")
+
+
+@pytest.fixture(scope="module")
+def elections(tmp_path_factory, settings, embedder) -> Assistant:
+    root = tmp_path_factory.mktemp("elections")
+    docs = root / "docs"
+    docs.mkdir()
+    # each term's election runs in the year before it, and each document compares itself with the previous
+    # term's: the 2021 one mentions the 2020 term's nominations in its text
+    for year, opened in ((2020, "November 1, 2019"), (2021, "November 2, 2020"), (2022, "November 3, 2021")):
+        (docs / f"election-{year}.md").write_text(election(year, opened), encoding="utf-8")
+    for version, (date, manager) in RELEASES.items():  # other documents, as any real folder has
+        (docs / f"larkspur-{version}.md").write_text(release_notes(version, date, manager), encoding="utf-8")
+    build_index([docs], root / "index", settings)
+    return Assistant.load(root / "index", settings)
+
+
+@pytest.mark.parametrize("year", [2020, 2021, 2022])
+def test_a_year_a_documents_title_names_ranks_that_document_above_siblings_that_mention_it(elections, year):
+    hits = elections.retriever.search(f"When did nominations open for the {year} term board election?")
+    assert hits[0].chunk.source == f"election-{year}.md", [h.chunk.source for h in hits]
