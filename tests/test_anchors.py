@@ -61,16 +61,24 @@ def release_notes(version: str, date: str, manager: str) -> str:
             "keeps its format. Plugins built against the previous series keep working.\n")
 
 
-@pytest.fixture(scope="module")
-def releases(tmp_path_factory, settings, embedder) -> Assistant:
+def release_files() -> dict[str, str]:
+    return {f"larkspur-{v.replace('.', '-')}.md": release_notes(v, d, m) for v, (d, m) in RELEASES.items()}
+
+
+def assistant_over(tmp_path_factory, settings, files: dict[str, str]) -> Assistant:
+    """An assistant over a fresh index of these files (name -> text)."""
     root = tmp_path_factory.mktemp("anchors")
     docs = root / "docs"
     docs.mkdir()
-    for version, (date, manager) in RELEASES.items():
-        (docs / f"larkspur-{version.replace('.', '-')}.md").write_text(release_notes(version, date, manager),
-                                                                      encoding="utf-8")
+    for name, text in files.items():
+        (docs / name).write_text(text, encoding="utf-8")
     build_index([docs], root / "index", settings)
     return Assistant.load(root / "index", settings)
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory, settings, embedder) -> Assistant:
+    return assistant_over(tmp_path_factory, settings, release_files())
 
 
 @pytest.mark.parametrize("version", ["4.2", "4.4", "4.5"])
@@ -108,17 +116,12 @@ def election(year: int, opened: str) -> str:
 
 @pytest.fixture(scope="module")
 def elections(tmp_path_factory, settings, embedder) -> Assistant:
-    root = tmp_path_factory.mktemp("elections")
-    docs = root / "docs"
-    docs.mkdir()
     # each term's election runs in the year before it, and each document compares itself with the previous
-    # term's: the 2021 one mentions the 2020 term's nominations in its text
-    for year, opened in ((2020, "November 1, 2019"), (2021, "November 2, 2020"), (2022, "November 3, 2021")):
-        (docs / f"election-{year}.md").write_text(election(year, opened), encoding="utf-8")
-    for version, (date, manager) in RELEASES.items():  # other documents, as any real folder has
-        (docs / f"larkspur-{version}.md").write_text(release_notes(version, date, manager), encoding="utf-8")
-    build_index([docs], root / "index", settings)
-    return Assistant.load(root / "index", settings)
+    # term's: the 2021 one mentions the 2020 term's nominations in its text. The release notes are other
+    # documents, as any real folder has
+    files = {f"election-{year}.md": election(year, opened)
+             for year, opened in ((2020, "November 1, 2019"), (2021, "November 2, 2020"), (2022, "November 3, 2021"))}
+    return assistant_over(tmp_path_factory, settings, files | release_files())
 
 
 @pytest.mark.parametrize("year", [2020, 2021, 2022])
