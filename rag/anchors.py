@@ -71,9 +71,7 @@ def matched(anchor: Anchor, numbers: set[str], text: str = "") -> bool:
     title for "3.12.0"); a year also matches inside a date ("2023-10-02"); a labelled number matches the
     same integer, a version it starts ("Python 3" in "3.12") or the integer written onto a word ("BRCA1")."""
     v = anchor.value
-    if anchor.kind == "date":
-        return any(n == v or n.startswith(v + "-") for n in numbers)
-    if anchor.kind == "year":
+    if anchor.kind in ("date", "year"):
         return any(n == v or n.startswith(v + "-") for n in numbers)
     if anchor.kind == "version":
         return any(n == v or n.startswith(v + ".") or v.startswith(n + ".") and "." in n for n in numbers)
@@ -98,4 +96,13 @@ def cover(found: list[Anchor], strong: str, weak: str = "") -> float:
     return total / len(found)
 
 
+def about(found: list[Anchor], title: str, text: str, weak: str = "", titled: bool = False) -> float:
+    """`cover` of a unit or chunk of a document with this title. With `titled` (some document read has a
+    title that names every anchor: the question names that document, "the 2020 term election"), what is
+    named only in the text ("voting ends December 2020", in the 2021 term's) counts TEXT_ONLY_CREDIT."""
+    in_text = cover(found, f"{title}\n{text}", weak)
+    return max(cover(found, title), TEXT_ONLY_CREDIT * in_text) if titled else in_text
+
+
 WEAK_CREDIT = 0.5  # an anchor named only elsewhere in the passage half counts (not tuned: between none and full)
+TEXT_ONLY_CREDIT = 0.5  # not tuned: as WEAK_CREDIT, half of a title's

@@ -7,19 +7,20 @@ answer, the assistant abstains and still returns the closest passages.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .anchors import anchors, cover
+from .anchors import about, anchors, cover
 from .chunking import sentence_spans
 from .config import Settings, default_model_path
 from .context import heading_path
 from .embeddings import Embedder
 from .reader import Reader, get_reader
-from .retrieval import TEXT_ONLY_CREDIT, Hit, Retriever
+from .retrieval import Hit, Retriever
 from .span_reader import SpanReader
 from .stopwords import QUESTION_TERMS, STOPWORDS, content_words
 
@@ -226,6 +227,7 @@ def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int, in
     ..."); a question joined to its answer ("The mission? To ...")."""
     sentences = sentence_spans(text)
     spans = [(s, e) for s, e, _ in sentences]
+    ends = [e for _, e in spans]
     kinds = [_kind(text, s, e) for s, e in spans]
     limit = len(text) if limit is None else limit
 
@@ -280,8 +282,8 @@ def answer_units(text: str, limit: int | None = None) -> list[tuple[int, int, in
             # are. A list of sentences under one ("Key Points", "Changelog") is a summary that would match
             # any question, so it is not joined
             last = list_end(i, start)
-            items = [text[a:b] for a, b in spans[i:] if b <= last]
-            if max(len(t.split()) for t in items) <= HEADED_ITEM_WORDS:
+            items = spans[i:bisect.bisect_right(ends, last)]
+            if max(len(text[a:b].split()) for a, b in items) <= HEADED_ITEM_WORDS:
                 out.append((start, end, s))  # the first item under the heading on its own, and the list:
                 end = last
         out.append((start, end, body))
@@ -323,7 +325,7 @@ def table_header(text: str, at: int) -> str:
     such row): a row's cells mean what its header says ("| Emily Morehouse | 52 |" under "| Candidate |
     Votes Received |")."""
     line_start = text.rfind("\n", 0, at) + 1
-    if not text[line_start:at].strip() == "" or not text[at:].startswith("|"):
+    if text[line_start:at].strip() or not text[at:].startswith("|"):
         return ""
     lines, pos = [], line_start
     while pos > 0:
@@ -356,12 +358,11 @@ _DATE_Q = re.compile(r"\b(when|what (year|date|month|day|time)|which (year|date|
 _YEAR_Q = re.compile(r"\b(what|which) year\b|\byear (was|did|were|is|does)\b", re.I)
 _CALENDAR_Q = re.compile(r"\b(what|which|exact|precise|specific) (calendar )?date\b", re.I)
 _WEEKDAY_Q = re.compile(r"\b(day of the week|(what|which) (week)?day)\b(?! of the (month|year))", re.I)
-_NUMBER_A = re.compile(r"\d[\d,.]*\d|\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
-                       r"thirty|forty|fifty|hundred|thousand|million|billion|trillion|dozen|half|double|twice)s?\b",
-                       re.I)
+_NUMBER_WORDS = ("one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
+                 "thousand|million|billion|trillion|dozen|half")
+_NUMBER_A = re.compile(rf"\d[\d,.]*\d|\d|\b({_NUMBER_WORDS}|double|twice)s?\b", re.I)
 # a count ("how many"): as _NUMBER_A without "double"/"twice", which are rarely counts ("Double down on R&D")
-_COUNT_A = re.compile(r"\d[\d,.]*\d|\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
-                      r"thirty|forty|fifty|hundred|thousand|million|billion|trillion|dozen|half)s?\b", re.I)
+_COUNT_A = re.compile(rf"\d[\d,.]*\d|\d|\b({_NUMBER_WORDS})s?\b", re.I)
 _MONTHS = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
            r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\.?")
 _WEEKDAYS = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
@@ -496,9 +497,7 @@ class ExtractiveAnswerer:
         for c, terms in zip(cands, cand_terms, strict=True):
             c.overlap = sum(w for t, w in weights.items() if t in terms) / total
             c.typed = has_type(c.text, kind, question)
-            c.anchored = cover(named, f"{c.context}\n{c.text}", c.hit.chunk.text)
-            if titled:  # some document's title names it all: the question names that document (as retrieval)
-                c.anchored = max(cover(named, c.hit.chunk.title), TEXT_ONLY_CREDIT * c.anchored)
+            c.anchored = about(named, c.hit.chunk.title, f"{c.context}\n{c.text}", c.hit.chunk.text, titled)
             c.score = (PASSAGE_COSINE_WEIGHT * passage_cos[c.hit.chunk.id] + TERM_OVERLAP_WEIGHT * c.overlap
                        - (HEADING_PENALTY if _is_heading(c.text) else 0.0)
                        - self.settings.anchor_penalty * (1.0 - c.anchored))

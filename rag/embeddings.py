@@ -161,6 +161,7 @@ class Embedder:
                 self._token_cache_bytes -= v.nbytes + tok.nbytes
         return np.stack([found[t][0] for t in texts]), [found[t][1] for t in texts]
 
+
 def model_info(embedder: Embedder) -> dict:
     """What the index manifest records of the model, checked when the index is opened."""
     return {"name": embedder.name, "dimension": embedder.dimension, "fingerprint": embedder.fingerprint,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .anchors import anchors, cover
+from .anchors import about, anchors, cover
 from .backends import open_store
 from .config import FUSIONS, MODES, Settings, check_mode, check_top_k, model_path
 from .embeddings import Embedder, get_embedder, model_info
@@ -20,7 +20,6 @@ from .store import ChunkRecord, Store
 
 __all__ = ["FUSIONS", "MODES", "Hit", "NoReranker", "Reranker", "Retriever"]
 
-TEXT_ONLY_CREDIT = 0.5  # not tuned: as rag.anchors.WEAK_CREDIT, half of a title's
 ANCHOR_POOL = 4  # the fused top 4 × top_k are re-scored for anchors (32 chunks at top_k 8: their records are cheap)
 
 
@@ -133,7 +132,7 @@ class Retriever:
                     rank_of = {int(r): i for i, r in enumerate(ranked)}
                     fused += np.array([1.0 / (s.rrf_k + rank_of[int(r)] + 1) if int(r) in rank_of else 0.0
                                        for r in rows])
-        fused = np.asarray(fused, dtype=np.float64)
+        fused = np.array(fused, dtype=np.float64)  # a copy: in dense mode it is the store's score array
         order = np.lexsort((rows, -fused))
         named = anchors(query) if s.anchor_boost else []
         if named:
@@ -141,18 +140,14 @@ class Retriever:
             # identifier in the chunk or its document's title) among the best ANCHOR_POOL × top_k
             order = order[: ANCHOR_POOL * top_k]
             pooled = self.store.records([int(rows[i]) for i in order])
-            fused = fused.copy()
-            titled = [cover(named, rec.title) for rec in pooled]
-            # when some document's title names everything the question names ("the 2020 term election"),
-            # the question names that document: a sibling that only mentions it ("voting ends December
-            # 2020", in the 2021 term's) counts TEXT_ONLY_CREDIT
-            credit = TEXT_ONLY_CREDIT if max(titled) == 1.0 else 1.0
-            for i, rec, t in zip(order, pooled, titled, strict=True):
-                got = max(t, credit * cover(named, f"{rec.title}\n{rec.text}"))
-                fused[i] -= s.anchor_boost * (1.0 - got)
-            order = order[np.lexsort((rows[order], -fused[order]))]
-        order = order[:top_k]
-        records = self.store.records([int(rows[i]) for i in order])
+            titled = any(cover(named, rec.title) == 1.0 for rec in pooled)
+            for i, rec in zip(order, pooled, strict=True):
+                fused[i] -= s.anchor_boost * (1.0 - about(named, rec.title, rec.text, titled=titled))
+            keep = np.lexsort((rows[order], -fused[order]))[:top_k]
+            order, records = order[keep], [pooled[k] for k in keep]
+        else:
+            order = order[:top_k]
+            records = self.store.records([int(rows[i]) for i in order])
         hits = [Hit(rec, float(fused[i]), n + 1, float(dense_vals[i]), float(lex_vals[i]))
                 for n, (i, rec) in enumerate(zip(order, records, strict=True))]
         hits = self.reranker.rerank(query, hits)
